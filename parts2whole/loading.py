@@ -1,0 +1,195 @@
+"""The official checkpoint layout <-> pipeline components: Hub ids, revisions, strict loading.
+
+Layout (`huanngzh/Parts2Whole`): model_index.json, unet/, reference_unet/, pose_guider/ (diffusers
+safetensors, float32), vae/, text_encoder/, image_encoder/ (stored float16, computed in the requested
+dtype), tokenizer/, feature_extractor/, scheduler/, and decoupled_attn.pth (a safetensors file despite
+its suffix) holding the 32 image key/value projections of the cross-attention layers.
+
+UNets are built on the meta device and filled with `load_state_dict(assign=True)` after a strict check
+of every name and shape, so a full-size checkpoint loads in seconds, without a random initialisation
+and without ever silently keeping random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from .attention import install_denoising_processors, install_reference_processors
+from .errors import CheckpointError
+from .models import PoseGuider, ReferenceUNet2DConditionModel
+
+logger = logging.getLogger(__name__)
+
+OFFICIAL_REPO_ID = "huanngzh/Parts2Whole"
+#: The latest revision of the official repository seen; downloads are pinned to it by default.
+OFFICIAL_REVISION = "7674d1843de6c255c8a806d5087c362caff085e2"
+#: The VAE the official inference script swaps in.
+OFFICIAL_VAE_REPO_ID = "stabilityai/sd-vae-ft-mse"
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+DECOUPLED_WEIGHTS_NAME = "decoupled_attn.pth"
+DECOUPLED_KEY_MARKER = ".processor.to_"
+#: Files of the official layout the pipeline reads (anything else in the repo is not downloaded).
+CHECKPOINT_PATTERNS = [
+    "model_index.json", "unet/*", "reference_unet/*", "pose_guider/*", "vae/*", "text_encoder/*",
+    "image_encoder/*", "tokenizer/*", "feature_extractor/*", "scheduler/*", DECOUPLED_WEIGHTS_NAME,
+]
+UNSAFE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pkl")
+
+
+def resolve_checkpoint(path_or_hub_id: str | Path, *, revision: str | None = None, use_decoupled_cross_attn: bool = True,
+                       with_vae: bool = True, cache_dir: str | Path | None = None, local_files_only: bool = False) -> Path:
+    """A local folder in the official layout, downloading `path_or_hub_id` from the Hub if it is not a folder.
+
+    The official repository is pinned to `OFFICIAL_REVISION` unless a revision is given.
+    """
+    path = Path(path_or_hub_id)
+    if path.is_dir():
+        return path
+    repo_id = str(path_or_hub_id)
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
+        raise CheckpointError(f"{repo_id!r} is neither a local folder nor a Hub repository id (owner/name).")
+    if revision is None and repo_id == OFFICIAL_REPO_ID:
+        revision = OFFICIAL_REVISION
+    patterns = [p for p in CHECKPOINT_PATTERNS
+                if (use_decoupled_cross_attn or p != DECOUPLED_WEIGHTS_NAME) and (with_vae or p != "vae/*")]
+    from huggingface_hub import snapshot_download
+
+    logger.info("Downloading %s@%s (cache: %s)", repo_id, revision or "main", cache_dir or "HF cache")
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir,
+                                  local_files_only=local_files_only))
+
+
+def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        pickles = [p.name for p in path.parent.glob("*") if p.suffix in UNSAFE_SUFFIXES] if path.parent.is_dir() else []
+        hint = f" Found only pickled weights ({', '.join(pickles)}), which are refused: convert them to safetensors." if pickles else ""
+        raise CheckpointError(f"{what}: missing weights file {path}.{hint}")
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise CheckpointError(f"{what}: {path} is not a readable safetensors file ({error}).") from error
+
+
+def _load_decoupled(path: Path) -> dict[str, torch.Tensor]:
+    """decoupled_attn.pth is a safetensors file in the official repo; a real torch file is accepted only
+    through `torch.load(weights_only=True)` (no arbitrary pickles)."""
+    if not path.is_file():
+        raise CheckpointError(f"decoupled attention: missing {path} (pass use_decoupled_cross_attn=False to run without it).")
+    try:
+        return load_file(str(path))
+    except SafetensorError:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any failure means: not a safe weights file
+            raise CheckpointError(f"decoupled attention: {path} is neither safetensors nor a weights-only torch file ({error}).") from error
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"decoupled attention: {path} does not hold a flat dict of tensors.")
+        return state
+
+
+def _names(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return f"{shown}{f' ... ({len(keys)} in all)' if len(keys) > limit else ''}"
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Fill `model` (possibly on the meta device) with `state_dict`, refusing any missing, unexpected or
+    mis-shaped tensor with an error that names them."""
+    expected = model.state_dict()
+    missing = expected.keys() - state_dict.keys()
+    unexpected = state_dict.keys() - expected.keys()
+    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(expected[k].shape)})"
+             for k in expected.keys() & state_dict.keys() if state_dict[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {_names(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes: {_names(wrong)}")
+    if problems:
+        raise CheckpointError(f"{what} does not match its config; " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+
+
+def build_unet(config: dict, *, decoupled: bool, empty: bool = True) -> UNet2DConditionModel:
+    """The denoising UNet (stock diffusers) with the Parts2Whole processors installed."""
+    if empty:
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(config)
+            install_denoising_processors(unet, decoupled)
+    else:
+        unet = UNet2DConditionModel.from_config(config)
+        install_denoising_processors(unet, decoupled)
+    return unet
+
+
+def build_reference_unet(config: dict, *, empty: bool = True) -> ReferenceUNet2DConditionModel:
+    if empty:
+        with init_empty_weights():
+            reference_unet = ReferenceUNet2DConditionModel.from_config(config)
+    else:
+        reference_unet = ReferenceUNet2DConditionModel.from_config(config)
+    install_reference_processors(reference_unet)
+    return reference_unet
+
+
+def _load_transformers_model(cls, folder: Path, dtype: torch.dtype, what: str):
+    if not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{what}: missing {folder / 'model.safetensors'} (only safetensors weights are loaded).")
+    model, info = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True, use_safetensors=True)
+    bad = list(info.get("missing_keys", [])) + [str(m) for m in info.get("mismatched_keys", [])]
+    if bad:
+        raise CheckpointError(f"{what} does not match its config: {_names(bad)}")
+    return model
+
+
+def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torch_dtype: torch.dtype = torch.float32,
+                    vae: AutoencoderKL | None = None) -> dict:
+    """Every pipeline component from a local folder in the official layout."""
+    folder = Path(folder)
+    if not (folder / "unet" / "config.json").is_file():
+        raise CheckpointError(f"{folder} is not a Parts2Whole checkpoint (no unet/config.json).")
+
+    unet = build_unet(UNet2DConditionModel.load_config(folder / "unet"), decoupled=use_decoupled_cross_attn)
+    unet_state = _load_safetensors(folder / "unet" / WEIGHTS_NAME, "unet")
+    # The official export saved the UNet with the decoupled processors installed: those tensors may or
+    # may not be in the unet file; their values always come from decoupled_attn.pth.
+    unet_state = {k: v for k, v in unet_state.items() if DECOUPLED_KEY_MARKER not in k}
+    if use_decoupled_cross_attn:
+        unet_state.update(_load_decoupled(folder / DECOUPLED_WEIGHTS_NAME))
+    load_state_dict_strict(unet, unet_state, "unet (+ decoupled_attn.pth)")
+
+    reference_unet = build_reference_unet(ReferenceUNet2DConditionModel.load_config(folder / "reference_unet"))
+    load_state_dict_strict(reference_unet, _load_safetensors(folder / "reference_unet" / WEIGHTS_NAME, "reference_unet"),
+                           "reference_unet")
+
+    with init_empty_weights():
+        pose_guider = PoseGuider.from_config(PoseGuider.load_config(folder / "pose_guider"))
+    load_state_dict_strict(pose_guider, _load_safetensors(folder / "pose_guider" / WEIGHTS_NAME, "pose_guider"), "pose_guider")
+
+    if vae is None:
+        if not (folder / "vae" / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"vae: missing {folder / 'vae' / WEIGHTS_NAME} (only safetensors weights are loaded).")
+        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype, use_safetensors=True)
+    text_encoder = _load_transformers_model(CLIPTextModel, folder / "text_encoder", torch_dtype, "text_encoder")
+    image_encoder = _load_transformers_model(CLIPVisionModelWithProjection, folder / "image_encoder", torch_dtype, "image_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    feature_extractor = CLIPImageProcessor.from_pretrained(folder / "feature_extractor")
+    scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder / "scheduler"))
+
+    for model in (unet, reference_unet, pose_guider, vae, text_encoder, image_encoder):
+        model.to(dtype=torch_dtype).eval().requires_grad_(False)
+    return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
+                feature_extractor=feature_extractor, unet=unet, reference_unet=reference_unet,
+                pose_guider=pose_guider, scheduler=scheduler)

@@ -1,0 +1,254 @@
+"""Parts2WholePipeline: reference parts + structure map + prompt -> full-body portrait.
+
+`encode_references` runs once per set of references (all of them in one batched forward of the VAE,
+the reference UNet and the CLIP image encoder); `__call__` then denoises with shared self-attention.
+A caller may pass a cached `ReferenceEncoding` back in, so a new seed or prompt costs no reference work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from . import validation
+from .attention import (
+    NUM_IMAGE_TOKENS, DecoupledCrossAttnProcessor, ReferenceFeatures, ReferenceRecorder, ReferenceRecordingComplete,
+    SharedAttention, self_attention_blocks,
+)
+from .errors import Parts2WholeInputError
+from .image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels, to_pil
+from .loading import load_components, resolve_checkpoint
+from .models import added_to_conv_in
+
+#: The reference UNet encodes references as clean images: timestep 0.
+REFERENCE_TIMESTEP = 0
+#: What the released checkpoint's pose guider was trained on.
+DEFAULT_STRUCTURE_KIND = "densepose"
+#: Tensors a `callback_on_step_end` may ask for.
+CALLBACK_TENSOR_INPUTS = {"latents", "noise_pred"}
+
+
+@dataclass
+class ReferenceEncoding:
+    """Everything the denoising loop needs from the references; cacheable across generations."""
+
+    labels: tuple[str, ...]
+    height: int
+    width: int
+    fusion_blocks: str
+    features: ReferenceFeatures
+    image_tokens: torch.Tensor  # (K, D) CLIP image embeddings, one per reference
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.nbytes + self.image_tokens.numel() * self.image_tokens.element_size()
+
+
+@dataclass
+class Parts2WholePipelineOutput(BaseOutput):
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+
+
+class Parts2WholePipeline(DiffusionPipeline):
+    """Generate a person from part references (see README). Load with `from_pretrained`.
+
+    One call runs at a time per pipeline (a lock), because the pose features enter through a hook on
+    the shared UNet's `conv_in`.
+    """
+
+    model_cpu_offload_seq = "text_encoder->image_encoder->reference_unet->pose_guider->unet->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, image_encoder, feature_extractor, unet, reference_unet,
+                 pose_guider, scheduler, structure_kind: str = DEFAULT_STRUCTURE_KIND):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
+                              feature_extractor=feature_extractor, unet=unet, reference_unet=reference_unet,
+                              pose_guider=pose_guider, scheduler=scheduler)
+        self.register_to_config(structure_kind=structure_kind)
+        self.clip_settings = ClipImageSettings.from_config(feature_extractor.to_dict())
+        #: Keep only reference tokens with non-zero mask weight (exact; see attention.py). False runs the
+        #: official schedule of keeping every masked-out token as a zero key (for benchmarks/tests).
+        self.pack_masked_tokens = True
+        self._call_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, use_decoupled_cross_attn: bool = True,
+                        torch_dtype: torch.dtype = torch.float32, revision: str | None = None,
+                        vae: AutoencoderKL | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, structure_kind: str = DEFAULT_STRUCTURE_KIND) -> "Parts2WholePipeline":
+        """Load a checkpoint in the official layout from a local folder or a Hub id (e.g. "huanngzh/Parts2Whole")."""
+        folder = resolve_checkpoint(path_or_hub_id, revision=revision, use_decoupled_cross_attn=use_decoupled_cross_attn,
+                                    with_vae=vae is None, cache_dir=cache_dir, local_files_only=local_files_only)
+        components = load_components(folder, use_decoupled_cross_attn=use_decoupled_cross_attn, torch_dtype=torch_dtype, vae=vae)
+        if vae is not None:
+            components["vae"] = vae.to(dtype=torch_dtype)
+        return cls(**components, structure_kind=structure_kind)
+
+    @property
+    def structure_kind(self) -> str:
+        return self.config.structure_kind
+
+    @property
+    def uses_decoupled_cross_attn(self) -> bool:
+        return any(isinstance(p, DecoupledCrossAttnProcessor) for p in self.unet.attn_processors.values())
+
+    @property
+    def _compute_dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    # ------------------------------------------------------------------ encoders
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """CLIP text embeddings (len(texts), 77, D): padded and truncated to the tokenizer's context."""
+        tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        ids = tokens.input_ids.to(self.text_encoder.device)
+        return self.text_encoder(ids).last_hidden_state
+
+    @torch.no_grad()
+    def encode_references(self, references: Mapping[str, Image.Image], masks: Mapping[str, Image.Image] | None = None,
+                          height: int = 768, width: int = 512, fusion_blocks: str = "full") -> ReferenceEncoding:
+        """Encode all references at once: VAE latents -> reference UNet at t=0 with each label's text,
+        recording masked self-attention inputs; CLIP image tokens."""
+        images, given_masks = validation.normalise_references(references, masks)
+        height, width = validation.check_size(height, width)
+        if fusion_blocks not in ("full", "midup"):
+            raise Parts2WholeInputError(f"fusion_blocks must be 'full' or 'midup', got {fusion_blocks!r}.")
+        labels = tuple(images)
+        pixels, subject_masks = [], []
+        for label in labels:
+            pixel, mask = reference_pixels_and_mask(images[label], given_masks.get(label), height, width)
+            validation.check_empty_mask(label, float(mask.max()), from_alpha=label not in given_masks)
+            pixels.append(pixel)
+            subject_masks.append(mask)
+        device, dtype = self.unet.device, self._compute_dtype
+
+        vae_input = torch.cat(pixels).to(device=device, dtype=self.vae.dtype)
+        latents = self.vae.encode(vae_input).latent_dist.mean * self.vae.config.scaling_factor
+        label_embeds = self.encode_text(list(labels)).to(dtype)
+        recorder = ReferenceRecorder(self_attention_blocks(self.reference_unet, fusion_blocks), torch.cat(subject_masks).to(device))
+        try:
+            self.reference_unet(latents.to(dtype), REFERENCE_TIMESTEP, encoder_hidden_states=label_embeds,
+                                cross_attention_kwargs={"reference_context": recorder})
+        except ReferenceRecordingComplete:
+            pass
+        else:
+            raise RuntimeError("the reference UNet finished without recording every fusion block")
+
+        clip_input = torch.cat([clip_pixels(images[label], self.clip_settings) for label in labels])
+        image_tokens = self.image_encoder(clip_input.to(device=device, dtype=self.image_encoder.dtype)).image_embeds
+        return ReferenceEncoding(labels, height, width, fusion_blocks, recorder.recorded, image_tokens.to(dtype))
+
+    # ------------------------------------------------------------------ generation
+    def _context(self, encoding: ReferenceEncoding, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
+                 num_images: int) -> torch.Tensor:
+        """[text tokens ; image tokens] per batch row: uncond rows (if any) first, then cond rows.
+
+        With decoupled attention the image tokens are zero-padded to exactly NUM_IMAGE_TOKENS; without it
+        the K tokens are still appended and read as extra text tokens (the official behaviour).
+        """
+        image_tokens = encoding.image_tokens.unsqueeze(0)
+        if self.uses_decoupled_cross_attn:
+            padding = image_tokens.new_zeros(1, NUM_IMAGE_TOKENS - image_tokens.shape[1], image_tokens.shape[2])
+            image_tokens = torch.cat([image_tokens, padding], dim=1)
+        rows = [torch.cat([prompt_embeds, image_tokens], dim=1).expand(num_images, -1, -1)]
+        if negative_embeds is not None:
+            rows.insert(0, torch.cat([negative_embeds, torch.zeros_like(image_tokens)], dim=1).expand(num_images, -1, -1))
+        return torch.cat(rows)
+
+    def _initial_latents(self, latents, generator, num_images: int, height: int, width: int) -> torch.Tensor:
+        shape = (num_images, self.unet.config.in_channels, height // 8, width // 8)
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=self.unet.device, dtype=torch.float32)
+        latents = torch.as_tensor(np.asarray(latents) if not isinstance(latents, torch.Tensor) else latents)
+        if tuple(latents.shape) != shape:
+            raise Parts2WholeInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        return latents.to(device=self.unet.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
+        """Latents (N, 4, h, w) -> images: "np" float32 (N, H, W, 3) in [0, 1], or PIL images."""
+        if output_type == "latent":
+            return latents
+        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        images = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+        return images if output_type == "np" else to_pil(images)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        references: Mapping[str, Image.Image] | None = None,
+        masks: Mapping[str, Image.Image] | None = None,
+        structure: Image.Image | None = None,
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        height: int = 768,
+        width: int = 512,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 3.5,
+        latents: torch.Tensor | np.ndarray | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        fusion_blocks: str = "full",
+        num_images_per_prompt: int = 1,
+        output_type: str = "pil",
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        reference_encoding: ReferenceEncoding | None = None,
+    ) -> Parts2WholePipelineOutput:
+        """Generate `num_images_per_prompt` images. See README for every argument."""
+        settings = validation.check_settings(prompt, negative_prompt, num_inference_steps, guidance_scale,
+                                             num_images_per_prompt, output_type)
+        height, width = validation.check_size(height, width)
+        unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_TENSOR_INPUTS
+        if unknown:
+            raise Parts2WholeInputError(f"callback_on_step_end_tensor_inputs may name {sorted(CALLBACK_TENSOR_INPUTS)}, not {sorted(unknown)}.")
+        if not isinstance(structure, Image.Image):
+            raise Parts2WholeInputError("Add a pose (structure) map: a DensePose image for the released checkpoint.")
+        with self._call_lock:
+            if reference_encoding is None:
+                reference_encoding = self.encode_references(references, masks, height, width, fusion_blocks)
+            elif (reference_encoding.height, reference_encoding.width, reference_encoding.fusion_blocks) != (height, width, fusion_blocks):
+                raise Parts2WholeInputError("The cached reference encoding was made for another size or fusion set.")
+            return self._generate(reference_encoding, structure, settings, height, width, latents, generator,
+                                  callback_on_step_end, callback_on_step_end_tensor_inputs)
+
+    def _generate(self, encoding, structure, settings, height, width, latents, generator, callback, callback_inputs):
+        device, dtype = self.unet.device, self._compute_dtype
+        guided = settings.guidance_scale > 1
+        num_images = settings.num_images_per_prompt
+        texts = [settings.negative_prompt, settings.prompt] if guided else [settings.prompt]
+        text_embeds = self.encode_text(texts).to(dtype)
+        negative_embeds, prompt_embeds = (text_embeds[:1], text_embeds[1:]) if guided else (None, text_embeds)
+        context = self._context(encoding, prompt_embeds, negative_embeds, num_images)
+        pose_features = self.pose_guider(structure_pixels(structure, height, width).to(device=device, dtype=dtype))
+
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)  # per call: no shared mutable state
+        scheduler.set_timesteps(settings.num_inference_steps, device=device)
+        latents = self._initial_latents(latents, generator, num_images, height, width)
+        shared = SharedAttention(encoding.features.to(device), reference_rows_start=num_images if guided else 0,
+                                 pack_masked_tokens=self.pack_masked_tokens)
+
+        with added_to_conv_in(self.unet, pose_features):
+            for step_index, timestep in enumerate(self.progress_bar(scheduler.timesteps)):
+                model_input = torch.cat([latents, latents]) if guided else latents
+                noise = self.unet(model_input.to(dtype), timestep, encoder_hidden_states=context,
+                                  cross_attention_kwargs={"reference_context": shared}).sample.float()
+                if guided:
+                    noise_uncond, noise_cond = noise.chunk(2)
+                    noise = noise_uncond + settings.guidance_scale * (noise_cond - noise_uncond)
+                latents = scheduler.step(noise, timestep, latents).prev_sample
+                if callback is not None:
+                    available = {"latents": latents, "noise_pred": noise}
+                    returned = callback(self, step_index, timestep, {name: available[name] for name in callback_inputs}) or {}
+                    latents = returned.get("latents", latents)
+        return Parts2WholePipelineOutput(images=self.decode_latents(latents, settings.output_type))
