@@ -1,0 +1,366 @@
+"""Click-to-refine masks with Segment Anything (the ``segment-anything`` package).
+
+Why not ``SamPredictor``: its ``set_image`` stores the image embedding ON the predictor, so a
+predictor shared by several users of the Gradio app races (user A's click is decoded against user
+B's image). Here the model is used statelessly: the image encoder runs ONCE per image and its
+output (with the resize bookkeeping) is kept in a bounded LRU :class:`EmbeddingCache` keyed by the
+image's pixel content; each click runs only the prompt encoder and the mask decoder (the cheap
+part: tens of milliseconds on a CPU for ViT-B).
+
+The UI keeps a :class:`ClickState` per image in ``gr.State``: the clicks (x, y, positive), an
+optional box and the previous prediction's low-resolution logits, which are fed back to SAM as
+``mask_input`` so each click refines the last mask instead of starting over.
+
+Multimask policy: a single click (no box, no previous mask) is ambiguous (shirt or whole person?),
+so SAM's three candidate masks are predicted and the one with the best predicted IoU is kept.
+With more prompts SAM's single-mask output is used (``multimask="auto"``), which is what SAM was
+trained to return for unambiguous prompts; ``multimask="always"`` forces best-of-three.
+
+Checkpoints come from the Hub repo :data:`SAM_HUB_REPO_ID` (a mirror of the official
+``dl.fbaipublicfiles.com`` files with their original names) into ``weights/sam/`` and are loaded
+with ``torch.load(weights_only=True)`` (no arbitrary pickles) or from ``.safetensors``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+
+from parts2whole.errors import CheckpointError, Parts2WholeInputError
+
+from .images import ImageSource, flatten_alpha, load_image, pixel_hash
+from .masks import mask_to_image
+from .weights import hub_file
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+#: Hub repository hosting the official SAM checkpoints under ``checkpoints/``.
+SAM_HUB_REPO_ID = "ybelkada/segment-anything"
+#: Hub revision downloaded by default (a branch; pin a commit hash to freeze the download).
+SAM_REVISION = "main"
+#: File of each SAM variant in :data:`SAM_HUB_REPO_ID` (the official file names).
+SAM_CHECKPOINT_FILES: dict[str, str] = {
+    "vit_b": "checkpoints/sam_vit_b_01ec64.pth",
+    "vit_l": "checkpoints/sam_vit_l_0b3195.pth",
+    "vit_h": "checkpoints/sam_vit_h_4b8939.pth",
+}
+#: The variant used when none is named: ViT-B is ~0.4 GB and fast enough on a CPU.
+DEFAULT_SAM_MODEL = "vit_b"
+#: Subfolder of ``weights/`` holding SAM checkpoints.
+SAM_WEIGHTS_SUBFOLDER = "sam"
+#: Image embeddings kept at once (a ViT-B/H embedding is 256x64x64 float32 = 4 MiB).
+EMBEDDING_CACHE_ENTRIES = 16
+#: Upper bound on the bytes held by the embedding cache.
+EMBEDDING_CACHE_BYTES = 128 * 1024 * 1024
+
+MultimaskPolicy = Literal["auto", "always", "never"]
+
+
+# --- click bookkeeping (pure, kept by the UI) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click in image pixel coordinates; ``positive`` False means "not this"."""
+
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class ClickState:
+    """The prompts for one image, immutable: every method returns a new state.
+
+    ``image_key`` ties the state to an image (:func:`~preprocess.images.pixel_hash`); a state for
+    another image is reset by :meth:`for_image`. ``low_res_logits`` is the previous prediction's
+    (1, 256, 256) logits, fed back as SAM's ``mask_input``.
+    """
+
+    image_key: str | None = None
+    clicks: tuple[Click, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    low_res_logits: np.ndarray | None = field(default=None, repr=False)
+
+    def for_image(self, image_key: str) -> ClickState:
+        """This state if it belongs to ``image_key``, else a fresh one for it."""
+        return self if self.image_key == image_key else ClickState(image_key=image_key)
+
+    def add_click(self, x: float, y: float, positive: bool = True) -> ClickState:
+        return replace(self, clicks=self.clicks + (Click(float(x), float(y), bool(positive)),))
+
+    def with_box(self, box: tuple[float, float, float, float] | None) -> ClickState:
+        """Set (or with ``None`` remove) the box ``(x0, y0, x1, y1)``; corners may come in any order."""
+        if box is None:
+            return replace(self, box=None, low_res_logits=None)
+        x0, y0, x1, y1 = (float(value) for value in box)
+        return replace(self, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+
+    def undo(self) -> ClickState:
+        """Remove the last click. The previous logits came from it, so they are dropped too."""
+        return replace(self, clicks=self.clicks[:-1], low_res_logits=None)
+
+    def clear(self) -> ClickState:
+        return ClickState(image_key=self.image_key)
+
+    def with_logits(self, low_res_logits: np.ndarray | None) -> ClickState:
+        return replace(self, low_res_logits=low_res_logits)
+
+    @property
+    def has_prompt(self) -> bool:
+        return bool(self.clicks) or self.box is not None
+
+    @property
+    def is_ambiguous(self) -> bool:
+        """One click and nothing else: SAM cannot know which of the nested objects is meant."""
+        return len(self.clicks) == 1 and self.box is None and self.low_res_logits is None
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """SAM's image-encoder output for one image plus the sizes needed to map prompts and masks."""
+
+    features: torch.Tensor  # (1, C, h, w)
+    original_size: tuple[int, int]  # (height, width) of the image
+    input_size: tuple[int, int]  # (height, width) after ResizeLongestSide, before padding
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.element_size() * self.features.nelement()
+
+
+class EmbeddingCache:
+    """Thread-safe LRU of :class:`ImageEmbedding` bounded by entry count and by bytes."""
+
+    def __init__(self, max_entries: int = EMBEDDING_CACHE_ENTRIES, max_bytes: int = EMBEDDING_CACHE_BYTES) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> ImageEmbedding | None:
+        with self._lock:
+            embedding = self._entries.get(key)
+            if embedding is not None:
+                self._entries.move_to_end(key)
+            return embedding
+
+    def put(self, key: str, embedding: ImageEmbedding) -> None:
+        with self._lock:
+            self._entries[key] = embedding
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.nbytes > self.max_bytes):
+                self._entries.popitem(last=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry.nbytes for entry in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+
+# --- prediction -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamResult:
+    """A refined mask (``L``, image size, 255 = selected), its predicted IoU and the next state."""
+
+    mask: Image.Image
+    score: float
+    state: ClickState
+
+
+def select_best_mask(iou_predictions: np.ndarray) -> int:
+    """Index of the candidate mask with the highest predicted IoU."""
+    return int(np.argmax(np.asarray(iou_predictions).reshape(-1)))
+
+
+class SamSegmenter:
+    """Stateless SAM wrapper: one shared model, per-image embeddings in a bounded cache.
+
+    Safe to share across threads/users: nothing per-image is stored on the model, and the cache
+    is locked. Use :meth:`from_hub` for the released checkpoints.
+    """
+
+    def __init__(self, sam: Sam, *, device: str = "cpu", cache: EmbeddingCache | None = None) -> None:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        self.sam = sam.to(device).eval()
+        self.device = device
+        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
+        self.cache = cache if cache is not None else EmbeddingCache()
+
+    @classmethod
+    def from_hub(cls, model_type: str = DEFAULT_SAM_MODEL, *, revision: str = SAM_REVISION, device: str = "cpu") -> SamSegmenter:
+        """Download (first use only) and load a SAM variant: ``vit_b`` (default), ``vit_l`` or ``vit_h``."""
+        return cls(load_sam(model_type, download_sam_checkpoint(model_type, revision=revision)), device=device)
+
+    def image_key(self, image: ImageSource) -> str:
+        """The key of ``image`` in the cache (and of its :class:`ClickState`)."""
+        return pixel_hash(_as_rgb(image))
+
+    def embed(self, image: ImageSource) -> tuple[str, ImageEmbedding]:
+        """The cached embedding of ``image`` (computed on first use) and its key."""
+        rgb = _as_rgb(image)
+        key = pixel_hash(rgb)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return key, cached
+        embedding = self._encode(np.asarray(rgb))
+        self.cache.put(key, embedding)
+        return key, embedding
+
+    def _encode(self, rgb: np.ndarray) -> ImageEmbedding:
+        import torch
+
+        resized = self.transform.apply_image(rgb)
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None].float()
+        with torch.inference_mode():
+            features = self.sam.image_encoder(self.sam.preprocess(tensor))
+        return ImageEmbedding(features=features, original_size=rgb.shape[:2], input_size=tuple(resized.shape[:2]))
+
+    def predict(self, image: ImageSource, state: ClickState, multimask: MultimaskPolicy = "auto") -> SamResult:
+        """Mask for the prompts in ``state`` on ``image``; the returned state carries the new logits.
+
+        Raises :class:`Parts2WholeInputError` when ``state`` has no click and no box.
+        """
+        key, embedding = self.embed(image)
+        if state.image_key not in (None, key):  # the image changed under the clicks: its old mask is stale
+            state = state.with_logits(None)
+        state = replace(state, image_key=key)
+        if not state.has_prompt:
+            raise Parts2WholeInputError("Click on the part (or draw a box around it) to select it.")
+        use_multimask = multimask == "always" or (multimask == "auto" and state.is_ambiguous)
+        low_res, scores = self._decode(embedding, state, use_multimask)
+        best = select_best_mask(scores)
+        chosen = low_res[:, best : best + 1]
+        mask = self._full_size_mask(chosen, embedding)
+        next_state = state.with_logits(chosen[0].cpu().numpy().astype(np.float32))
+        return SamResult(mask=mask_to_image(mask), score=float(scores[best]), state=next_state)
+
+    def _decode(self, embedding: ImageEmbedding, state: ClickState, multimask: bool) -> tuple[torch.Tensor, np.ndarray]:
+        import torch
+
+        points = None
+        if state.clicks:
+            coords = np.array([[click.x, click.y] for click in state.clicks], dtype=np.float32)
+            coords = self.transform.apply_coords(coords, embedding.original_size)
+            labels = np.array([1 if click.positive else 0 for click in state.clicks], dtype=np.int64)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
+                torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None],
+            )
+        boxes = None
+        if state.box is not None:
+            box = self.transform.apply_boxes(np.array([state.box], dtype=np.float32), embedding.original_size)
+            boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
+        masks = None
+        if state.low_res_logits is not None:
+            expected = tuple(self.sam.prompt_encoder.mask_input_size)
+            if tuple(state.low_res_logits.shape[-2:]) == expected:
+                masks = torch.as_tensor(state.low_res_logits, dtype=torch.float32, device=self.device).reshape(1, 1, *expected)
+        with torch.inference_mode():
+            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
+            low_res, iou = self.sam.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+        return low_res, iou[0].cpu().numpy()
+
+    def _full_size_mask(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
+        return (logits[0, 0] > self.sam.mask_threshold).cpu().numpy()
+
+
+def _as_rgb(image: ImageSource) -> Image.Image:
+    return flatten_alpha(load_image(image, what="photo"))
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def download_sam_checkpoint(model_type: str = DEFAULT_SAM_MODEL, *, revision: str = SAM_REVISION) -> Path:
+    """Local path of the official checkpoint for ``model_type``, downloaded into ``weights/sam/`` on first use."""
+    if model_type not in SAM_CHECKPOINT_FILES:
+        raise Parts2WholeInputError(f"Unknown SAM model {model_type!r}; use one of {', '.join(SAM_CHECKPOINT_FILES)}.")
+    return hub_file(SAM_HUB_REPO_ID, SAM_CHECKPOINT_FILES[model_type], revision=revision, subfolder=SAM_WEIGHTS_SUBFOLDER)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or of a ``torch.save`` file, read with ``weights_only=True``."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"SAM checkpoint {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unsafe pickle, truncated file, wrong format: all unusable
+        raise CheckpointError(f"SAM checkpoint {path} cannot be read safely ({type(error).__name__}: {error}).") from error
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(hasattr(value, "shape") for value in state.values()):
+        raise CheckpointError(f"SAM checkpoint {path} is not a state dict of tensors.")
+    return state
+
+
+def load_sam_weights(sam: Sam, path: str | Path) -> Sam:
+    """Load ``path`` into ``sam`` strictly (every tensor present, no extra, same shapes)."""
+    state = read_state_dict(path)
+    try:
+        sam.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"SAM checkpoint {path} does not fit this SAM variant: {error}") from error
+    return sam.eval()
+
+
+def load_sam(model_type: str, checkpoint: str | Path) -> Sam:
+    """Build the ``model_type`` SAM architecture and load ``checkpoint`` into it."""
+    from segment_anything import sam_model_registry
+
+    if model_type not in SAM_CHECKPOINT_FILES:
+        raise Parts2WholeInputError(f"Unknown SAM model {model_type!r}; use one of {', '.join(SAM_CHECKPOINT_FILES)}.")
+    return load_sam_weights(sam_model_registry[model_type](checkpoint=None), checkpoint)
+
+
+_default_segmenters: dict[str, SamSegmenter] = {}
+_default_lock = threading.Lock()
+
+
+def get_segmenter(model_type: str = DEFAULT_SAM_MODEL) -> SamSegmenter:
+    """The process-wide segmenter for ``model_type`` (downloads and loads on first use)."""
+    with _default_lock:
+        if model_type not in _default_segmenters:
+            _default_segmenters[model_type] = SamSegmenter.from_hub(model_type)
+        return _default_segmenters[model_type]
+
+
+def refine_mask(image: ImageSource, state: ClickState, segmenter: SamSegmenter | None = None) -> SamResult:
+    """One click-to-refine step with the default ViT-B segmenter (or ``segmenter``)."""
+    return (segmenter or get_segmenter()).predict(image, state)
