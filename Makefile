@@ -1,0 +1,38 @@
+# Two commands do all the set-up: `make run` and `make test` create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+
+.PHONY: run test venv bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Pillow 13 goes on top with --no-deps: gradio declares pillow<13, but golden parity needs Pillow 13's
+# resampling (see requirements-pillow.txt).
+$(RUNTIME_STAMP): requirements.txt requirements-pillow.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-pillow.txt
+	touch $@
+
+$(TEST_STAMP): requirements-test.txt $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install -q -r requirements-test.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-pillow.txt
+	touch $@
+
+venv: $(RUNTIME_STAMP)
+
+run: $(RUNTIME_STAMP)
+	$(BIN)/python app.py
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(RUNTIME_STAMP)
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV)
