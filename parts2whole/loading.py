@@ -189,7 +189,9 @@ def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torc
     scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder / "scheduler"))
 
     for model in (unet, reference_unet, pose_guider, vae, text_encoder, image_encoder):
-        model.to(dtype=torch_dtype).eval().requires_grad_(False)
+        if model.dtype != torch_dtype:
+            model.to(dtype=torch_dtype)
+        model.eval().requires_grad_(False)
     return dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
                 feature_extractor=feature_extractor, unet=unet, reference_unet=reference_unet,
                 pose_guider=pose_guider, scheduler=scheduler)

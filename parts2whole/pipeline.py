@@ -7,6 +7,7 @@ A caller may pass a cached `ReferenceEncoding` back in, so a new seed or prompt 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from .errors import Parts2WholeInputError
 from .image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels, to_pil
 from .loading import load_components, resolve_checkpoint
 from .models import added_to_conv_in
+
+logger = logging.getLogger(__name__)
 
 #: The reference UNet encodes references as clean images: timestep 0.
 REFERENCE_TIMESTEP = 0
@@ -106,6 +109,14 @@ class Parts2WholePipeline(DiffusionPipeline):
     def _compute_dtype(self) -> torch.dtype:
         return self.unet.dtype
 
+    def prompt_truncation_note(self, prompt: str) -> str | None:
+        """A note when the prompt is longer than the text encoder's context (it is cut, as CLIP always does)."""
+        limit = self.tokenizer.model_max_length
+        count = len(self.tokenizer(prompt or "", truncation=False).input_ids)
+        if count > limit:
+            return f"The prompt has {count - 2} tokens; only the first {limit - 2} are used. Shorten it to keep every word."
+        return None
+
     # ------------------------------------------------------------------ encoders
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -122,8 +133,7 @@ class Parts2WholePipeline(DiffusionPipeline):
         recording masked self-attention inputs; CLIP image tokens."""
         images, given_masks = validation.normalise_references(references, masks)
         height, width = validation.check_size(height, width)
-        if fusion_blocks not in ("full", "midup"):
-            raise Parts2WholeInputError(f"fusion_blocks must be 'full' or 'midup', got {fusion_blocks!r}.")
+        validation.check_fusion_blocks(fusion_blocks)
         labels = tuple(images)
         pixels, subject_masks = [], []
         for label in labels:
@@ -206,14 +216,17 @@ class Parts2WholePipeline(DiffusionPipeline):
         reference_encoding: ReferenceEncoding | None = None,
     ) -> Parts2WholePipelineOutput:
         """Generate `num_images_per_prompt` images. See README for every argument."""
-        settings = validation.check_settings(prompt, negative_prompt, num_inference_steps, guidance_scale,
-                                             num_images_per_prompt, output_type)
-        height, width = validation.check_size(height, width)
+        settings = validation.check_request(
+            references=references, masks=masks, structure=structure, prompt=prompt, negative_prompt=negative_prompt,
+            height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images_per_prompt, output_type=output_type, fusion_blocks=fusion_blocks,
+            has_reference_encoding=reference_encoding is not None)
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_TENSOR_INPUTS
         if unknown:
             raise Parts2WholeInputError(f"callback_on_step_end_tensor_inputs may name {sorted(CALLBACK_TENSOR_INPUTS)}, not {sorted(unknown)}.")
-        if not isinstance(structure, Image.Image):
-            raise Parts2WholeInputError("Add a pose (structure) map: a DensePose image for the released checkpoint.")
+        for note in (self.prompt_truncation_note(settings.prompt), validation.structure_note(structure, height, width)):
+            if note:
+                logger.warning(note)
         with self._call_lock:
             if reference_encoding is None:
                 reference_encoding = self.encode_references(references, masks, height, width, fusion_blocks)

@@ -22,6 +22,14 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 MAX_IMAGES_PER_PROMPT = 8
 OUTPUT_TYPES = ("pil", "np", "latent")
+#: Images above this many pixels are refused (the same limit file loading applies before decoding).
+MAX_IMAGE_PIXELS = 40_000_000
+#: A mask may have another resolution than its image (it is resized), but not another shape: a relative
+#: aspect-ratio difference above this means it was made for another picture.
+MASK_ASPECT_TOLERANCE = 0.02
+#: A structure map whose aspect ratio differs more than this from the output is stretched, with a note.
+STRUCTURE_ASPECT_TOLERANCE = 0.02
+MAX_SEED = 2**32 - 1
 
 
 def _slot(label: str) -> str:
@@ -33,7 +41,14 @@ def _check_image(value, what: str) -> Image.Image:
         raise Parts2WholeInputError(f"{what} must be a PIL image, got {type(value).__name__}.")
     if value.width < 1 or value.height < 1:
         raise Parts2WholeInputError(f"{what} is empty (0 pixels).")
+    if value.width * value.height > MAX_IMAGE_PIXELS:
+        raise Parts2WholeInputError(
+            f"{what} is {value.width}x{value.height}, above the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels; scale it down.")
     return value
+
+
+def _aspect_differs(a: Image.Image, b_width: int, b_height: int, tolerance: float) -> bool:
+    return abs((a.width / a.height) / (b_width / b_height) - 1.0) > tolerance
 
 
 def normalise_references(references, masks) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
@@ -58,6 +73,11 @@ def normalise_references(references, masks) -> tuple[dict[str, Image.Image], dic
                 raise Parts2WholeInputError(f"There is a mask for '{_slot(official)}' but no image for it; add the image or drop the mask.")
             if mask is not None:
                 given_masks[official] = _check_image(mask, f"The mask for '{_slot(official)}'")
+                image = images[official]
+                if _aspect_differs(mask, image.width, image.height, MASK_ASPECT_TOLERANCE):
+                    raise Parts2WholeInputError(
+                        f"The mask for '{_slot(official)}' is {mask.width}x{mask.height} but its image is "
+                        f"{image.width}x{image.height}: upload the mask made for this image.")
     return images, given_masks
 
 
@@ -89,6 +109,35 @@ class GenerationSettings:
     output_type: str
 
 
+FUSION_BLOCKS = ("full", "midup")
+
+
+def check_fusion_blocks(fusion_blocks) -> str:
+    if fusion_blocks not in FUSION_BLOCKS:
+        raise Parts2WholeInputError(f"fusion_blocks must be 'full' or 'midup', got {fusion_blocks!r}.")
+    return fusion_blocks
+
+
+def check_structure(structure) -> Image.Image:
+    if structure is None:
+        raise Parts2WholeInputError("Add a pose (structure) map: a DensePose image for the released checkpoint.")
+    return _check_image(structure, "The pose map")
+
+
+def check_request(*, references, masks, structure, prompt, negative_prompt, height, width, num_inference_steps,
+                  guidance_scale, num_images_per_prompt, output_type, fusion_blocks,
+                  has_reference_encoding: bool) -> GenerationSettings:
+    """Every check of one generation request, before any model runs (the single entry point the API,
+    the CLI and the UI share). References are checked unless a cached encoding replaces them."""
+    settings = check_settings(prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt, output_type)
+    check_size(height, width)
+    check_fusion_blocks(fusion_blocks)
+    check_structure(structure)
+    if not has_reference_encoding:
+        normalise_references(references, masks)
+    return settings
+
+
 def check_settings(prompt, negative_prompt, num_inference_steps, guidance_scale, num_images_per_prompt,
                    output_type) -> GenerationSettings:
     if prompt is None:
@@ -110,3 +159,17 @@ def check_settings(prompt, negative_prompt, num_inference_steps, guidance_scale,
     if output_type not in OUTPUT_TYPES:
         raise Parts2WholeInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
     return GenerationSettings(prompt, negative_prompt, num_inference_steps, float(guidance_scale), num_images_per_prompt, output_type)
+
+
+def structure_note(structure: Image.Image, height: int, width: int) -> str | None:
+    """A note when the structure map is stretched to the output's aspect ratio (it is resized, not cropped)."""
+    if _aspect_differs(structure, width, height, STRUCTURE_ASPECT_TOLERANCE):
+        return (f"The pose map is {structure.width}x{structure.height} but the output is {width}x{height}: "
+                "it was stretched to fit. Use a pose map with the output's proportions for best results.")
+    return None
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise Parts2WholeInputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}.")
+    return seed
