@@ -16,6 +16,7 @@ $(BIN)/python:
 $(RUNTIME_STAMP): requirements.txt requirements-pillow.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-pillow.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 $(TEST_STAMP): requirements-test.txt $(RUNTIME_STAMP)
