@@ -142,12 +142,37 @@ EXAMPLES = {
 }
 
 
+THUMBNAIL_SIZE = 320
+THUMBNAIL_BACKGROUND = (246, 246, 248, 255)
+THUMBNAIL_GAP = 8
+
+
+def thumbnail(images: dict[str, Image.Image]) -> Image.Image:
+    """A square sheet of one example's inputs (parts in a grid on the left, the pose map on the right)."""
+    parts = [image for stem, image in images.items() if stem != "pose"]
+    pose = images["pose"].convert("RGBA")
+    pose_width = int(THUMBNAIL_SIZE * 0.42)
+    pose = pose.resize((pose_width, round(pose.height * pose_width / pose.width)))
+    sheet = Image.new("RGBA", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), THUMBNAIL_BACKGROUND)
+    sheet.alpha_composite(pose, (THUMBNAIL_SIZE - THUMBNAIL_GAP - pose.width, (THUMBNAIL_SIZE - pose.height) // 2))
+    rows = (len(parts) + 1) // 2
+    left_width = THUMBNAIL_SIZE - pose.width - 3 * THUMBNAIL_GAP
+    cell = min((left_width - THUMBNAIL_GAP) // 2, (THUMBNAIL_SIZE - THUMBNAIL_GAP * (rows + 1)) // rows)
+    top = (THUMBNAIL_SIZE - rows * cell - (rows - 1) * THUMBNAIL_GAP) // 2
+    for index, image in enumerate(parts):
+        column, row = index % 2, index // 2
+        tile = image.convert("RGBA").resize((cell, cell))
+        sheet.alpha_composite(tile, (THUMBNAIL_GAP + column * (cell + THUMBNAIL_GAP), top + row * (cell + THUMBNAIL_GAP)))
+    return sheet.convert("RGB")
+
+
 def main() -> None:
     for name, (prompt, images) in EXAMPLES.items():
         folder = EXAMPLES_DIR / name
         folder.mkdir(parents=True, exist_ok=True)
         for stem, image in images.items():
             image.save(folder / f"{stem}.png", optimize=True)
+        thumbnail(images).save(folder / "thumbnail.jpg", quality=88)
         (folder / "prompt.json").write_text(json.dumps({"prompt": prompt}, indent=2) + "\n")
         print(f"wrote {folder}")
 

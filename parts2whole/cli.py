@@ -1,0 +1,206 @@
+"""Command line: `python -m parts2whole generate --face F.png --pose P.png --prompt "..." -o out.png`.
+
+It drives the same `Studio` as the web app, so the defaults, checks and parameters JSON are the same.
+Input a person can fix ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import CheckpointError, Parts2WholeInputError
+from .labels import PART_LABELS, UI_SLOT_NAMES
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+DEFAULT_OUTPUT = "outputs/parts2whole.png"
+PROG = "python -m parts2whole"
+
+
+def option_name(label: str) -> str:
+    """"upper body clothes" -> "upper-body-clothes" (the CLI option for that part)."""
+    return label.replace(" ", "-")
+
+
+#: Shorter spellings accepted next to the full option names.
+OPTION_ALIASES = {"hair or headwear": ["--hair"], "whole body clothes": ["--dress"]}
+
+DESCRIPTION = """\
+Generate a full-body portrait of a person from reference images of their parts.
+
+Give at least one part (face, hair or headwear, upper-body clothes, lower-body clothes, whole-body
+clothes, shoes) and a pose map (--pose): a DensePose rendering of the body, as the released model
+expects. Each part may come with a mask (white = use this area); without one, the image's transparency
+is the mask, and an opaque image is used whole.
+"""
+
+EPILOG = """\
+examples:
+  %(prog)s --face face.png --upper-body-clothes shirt.png --pose pose.png \\
+      --prompt "a woman in a red shirt" -o out.png
+  %(prog)s --face face.jpg --mask-face face_mask.png --whole-body-clothes dress.jpg \\
+      --pose densepose.png --seed 7 --steps 30 --num-images 2 -o results/dress.png
+
+Writes out.png (or out_0.png, out_1.png, ... for several images) and out.json with every parameter,
+so a result can be reproduced. Weights: the official huanngzh/Parts2Whole from the Hugging Face Hub
+(downloaded once); without a connection, a tiny random model (noise, for trying things out).
+"""
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a single line on stderr (exit code 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import studio
+
+    parser = _OneLineErrorParser(prog=PROG, description="Parts2Whole: portraits from reference parts.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
+    generate = commands.add_parser(
+        "generate", help="generate portrait(s) from part images and a pose map",
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    parts = generate.add_argument_group("reference parts (at least one)")
+    for label in PART_LABELS:
+        parts.add_argument(f"--{option_name(label)}", *OPTION_ALIASES.get(label, []), dest=f"part_{label}",
+                           metavar="IMAGE", help=f"{UI_SLOT_NAMES[label]} reference image")
+    masks = generate.add_argument_group("masks (optional; white = use, black = ignore)")
+    for label in PART_LABELS:
+        masks.add_argument(f"--mask-{option_name(label)}", dest=f"mask_{label}", metavar="MASK",
+                           help=f"mask for the {UI_SLOT_NAMES[label].lower()} image")
+    generate.add_argument("--pose", "--structure", dest="pose", metavar="IMAGE", required=True,
+                          help="pose map: a DensePose image of the body (required)")
+
+    settings = generate.add_argument_group("settings")
+    settings.add_argument("--prompt", default="", help='text describing the person, e.g. "a man in a red shirt"')
+    settings.add_argument("--negative-prompt", default="", help="what to avoid, e.g. \"blurry, low quality\"")
+    settings.add_argument("--seed", type=int, default=None, help="random seed (same seed + inputs = same image); "
+                          "default: a random one, written to the JSON")
+    settings.add_argument("--steps", type=int, default=studio.DEFAULT_STEPS,
+                          help=f"denoising steps: more is slower, often finer (default {studio.DEFAULT_STEPS})")
+    settings.add_argument("--guidance", type=float, default=studio.DEFAULT_GUIDANCE,
+                          help=f"how strongly to follow the prompt (default {studio.DEFAULT_GUIDANCE})")
+    settings.add_argument("--height", type=int, default=studio.DEFAULT_HEIGHT,
+                          help=f"output height in pixels, a multiple of 8 (default {studio.DEFAULT_HEIGHT})")
+    settings.add_argument("--width", type=int, default=studio.DEFAULT_WIDTH,
+                          help=f"output width in pixels, a multiple of 8 (default {studio.DEFAULT_WIDTH})")
+    settings.add_argument("--num-images", type=int, default=1, help="how many images to generate (default 1)")
+    settings.add_argument("--fusion-blocks", choices=studio.FUSION_BLOCK_CHOICES, default=studio.DEFAULT_FUSION_BLOCKS,
+                          help="UNet blocks that see the references: full (default, closest to the parts) or midup")
+
+    output = generate.add_argument_group("output and model")
+    output.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
+                        help=f"where to write the image (PNG/JPEG/WebP by suffix; default {DEFAULT_OUTPUT})")
+    output.add_argument("--weights", default=None,
+                        help="Hub id, local folder, or 'tiny' (default: P2W_WEIGHTS, else the official weights)")
+    output.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    output.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
+    output.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
+    return parser
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """out.png for one image; out_0.png, out_1.png, ... for several."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{index}{output.suffix}") for index in range(count)]
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    last = {"text": None}
+
+    def show(update) -> None:
+        if update.text != last["text"]:
+            last["text"] = update.text
+            print(f"[{update.fraction:4.0%}] {update.text}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from preprocess.images import load_image, load_mask
+
+    from . import studio as studio_module
+
+    output = Path(args.output)
+    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
+    references, masks = {}, {}
+    for label in PART_LABELS:
+        path = getattr(args, f"part_{label}")
+        mask_path = getattr(args, f"mask_{label}")
+        if path:
+            references[label] = load_image(path, what=f"{UI_SLOT_NAMES[label].lower()} image ({path})")
+        if mask_path:
+            if not path:
+                raise Parts2WholeInputError(
+                    f"--mask-{option_name(label)} was given without --{option_name(label)}.")
+            masks[label] = load_mask(mask_path, references[label].size, what=f"mask {mask_path}").mask
+    pose = load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
+
+    studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
+    request = studio_module.GenerationRequest(
+        references=references, masks=masks, structure=pose, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
+        num_images=args.num_images, fusion_blocks=args.fusion_blocks)
+    request.validated()  # fail on bad settings before a long model load
+    if not args.quiet:
+        print(f"Model: {studio.weights.name} on {studio.device_choice.device} ({studio.device_choice.dtype_name})",
+              file=sys.stderr)
+        if studio.is_tiny:
+            print("Note: the tiny random model draws noise, not portraits.", file=sys.stderr)
+    result = studio.generate(request, progress=_progress_printer(args.quiet))
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(output, len(result.images))
+    for image, path in zip(result.images, paths):
+        image.save(path)
+    parameters = result.parameters | {"outputs": [path.name for path in paths],
+                                      "inputs": _input_record(args)}
+    json_path = output.with_suffix(".json")
+    json_path.write_text(studio_module.parameters_json(parameters))
+    for path in [*paths, json_path]:
+        print(path)
+    return EXIT_OK
+
+
+def _input_record(args: argparse.Namespace) -> dict[str, str]:
+    """The input files given, by part (and mask), so the JSON says what the result was made from."""
+    record = {}
+    for label in PART_LABELS:
+        for prefix, name in (("part_", label), ("mask_", f"mask {label}")):
+            value = getattr(args, f"{prefix}{label}")
+            if value:
+                record[name] = str(value)
+    record["pose"] = str(args.pose)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s")
+    try:
+        return run_generate(args)
+    except (Parts2WholeInputError, CheckpointError) as error:
+        print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

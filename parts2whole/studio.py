@@ -1,0 +1,732 @@
+"""The studio: one cached Parts2Whole model shared by every request of the app and the CLI.
+
+Why a wrapper at all: loading the model takes long and a lot of memory, so it happens once, lazily and
+under a lock; weights come from the Hub when it is reachable and from a tiny local model when it is not
+(so the app always starts); progress is reported per stage so the UI can show a real progress bar; and
+reference encodings are cached by content, so a new seed or prompt with the same parts skips the
+reference UNet. Nothing here keeps per-user state: the cache is keyed by content only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import CheckpointError, Parts2WholeInputError
+from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
+
+logger = logging.getLogger("parts2whole.studio")
+
+#: What `--weights` / P2W_WEIGHTS accept besides a Hub id or a folder.
+TINY_WEIGHTS = "tiny"
+OFFICIAL_WEIGHTS = "official"
+WEIGHTS_ENV = "P2W_WEIGHTS"
+WEIGHTS_DIR_ENV = "P2W_WEIGHTS_DIR"
+DEVICE_ENV = "P2W_DEVICE"
+DTYPE_ENV = "P2W_DTYPE"
+#: Folder (relative to the working directory unless P2W_WEIGHTS_DIR says otherwise) for local weights.
+DEFAULT_WEIGHTS_DIR = "weights"
+TINY_DIR_NAME = "tiny-parts2whole"
+#: Written last into the tiny checkpoint folder, so a half-built folder is never used.
+TINY_COMPLETE_MARKER = ".complete"
+#: Seconds to wait for the Hub before calling it unreachable (the app must start, not hang).
+HUB_TIMEOUT_S = 10.0
+#: Reference encodings kept across generations (bytes of tensors, all entries together).
+DEFAULT_CACHE_BYTES = 512 * 1024**2
+#: Seconds of GPU time asked of ZeroGPU per generation on Hugging Face Spaces.
+ZERO_GPU_DURATION_S = 120
+
+DEFAULT_HEIGHT = 768
+DEFAULT_WIDTH = 512
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 3.5
+DEFAULT_FUSION_BLOCKS = "full"
+FUSION_BLOCK_CHOICES = ("full", "midup")
+SIZE_MULTIPLE = 8
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_STEPS = 150
+MAX_IMAGES = 4
+MAX_SEED = 2**31 - 1
+
+TINY_BANNER = (
+    "Outputs come from a **tiny random test model**, not the real Parts2Whole weights: "
+    "expect coloured noise, not portraits."
+)
+
+# Stages reported to progress callbacks, with the share of the bar each one fills.
+STAGE_PREPROCESSING = "Preprocessing"
+STAGE_LOADING = "Loading model"
+STAGE_ENCODING = "Encoding references"
+STAGE_CACHED = "Reusing cached references"
+STAGE_DENOISING = "Denoising"
+STAGE_DECODING = "Decoding"
+STAGE_DONE = "Done"
+_STAGE_SPANS = {
+    STAGE_PREPROCESSING: (0.00, 0.03),
+    STAGE_LOADING: (0.03, 0.05),
+    STAGE_ENCODING: (0.05, 0.15),
+    STAGE_CACHED: (0.05, 0.15),
+    STAGE_DENOISING: (0.15, 0.95),
+    STAGE_DECODING: (0.95, 1.00),
+    STAGE_DONE: (1.00, 1.00),
+}
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceChoice:
+    """Where the model runs and in which precision; `zero_gpu` means: load on CPU, move per call."""
+
+    device: str
+    dtype: Any  # torch.dtype (kept untyped so importing this module stays light)
+    zero_gpu: bool = False
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+_DTYPE_NAMES = {"fp16": "float16", "float16": "float16", "half": "float16", "bf16": "bfloat16",
+                "bfloat16": "bfloat16", "fp32": "float32", "float32": "float32", "float": "float32"}
+
+
+def on_zero_gpu() -> bool:
+    """True on a Hugging Face Space with ZeroGPU hardware (GPU attached only inside `spaces.GPU` calls)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in {"1", "true"}
+
+
+def choose_device(device: str | None = None, dtype: str | None = None) -> DeviceChoice:
+    """Pick CUDA (fp16, the precision of the official inference script), then MPS (fp16), then CPU (fp32).
+
+    `device`/`dtype` (or P2W_DEVICE / P2W_DTYPE) override the choice, e.g. "cuda:1", "bf16".
+    """
+    import torch
+
+    device = device or os.environ.get(DEVICE_ENV) or None
+    dtype = dtype or os.environ.get(DTYPE_ENV) or None
+    zero_gpu = on_zero_gpu() and device is None
+    if device is None:
+        if zero_gpu or torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if dtype is None:
+        dtype_value = torch.float32 if device.startswith("cpu") else torch.float16
+    else:
+        name = _DTYPE_NAMES.get(dtype.lower())
+        if name is None:
+            raise Parts2WholeInputError(f"Unknown dtype {dtype!r}; use fp16, bf16 or fp32.")
+        dtype_value = getattr(torch, name)
+    return DeviceChoice(device=device, dtype=dtype_value, zero_gpu=zero_gpu)
+
+
+def gpu_task(duration: int = ZERO_GPU_DURATION_S) -> Callable[[Callable], Callable]:
+    """Decorator: `spaces.GPU` on ZeroGPU Spaces, a no-op everywhere else (and when `spaces` is absent)."""
+
+    def decorate(fn: Callable) -> Callable:
+        if not on_zero_gpu():
+            return fn
+        try:
+            import spaces  # type: ignore[import-not-found]
+        except ImportError:
+            return fn
+        return spaces.GPU(duration=duration)(fn)
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------- weights
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedWeights:
+    """A checkpoint found on disk, and what to tell people about it."""
+
+    path: str  # local folder handed to Parts2WholePipeline.from_pretrained
+    name: str  # what the UI, logs and the parameters JSON call it
+    is_tiny: bool = False
+    vae_path: str | None = None  # separate VAE folder (the official inference script swaps in sd-vae-ft-mse)
+    revision: str | None = None
+    notice: str | None = None  # one line explaining a fallback, shown in the log and the UI
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR)
+
+
+_TINY_BUILD_LOCK = threading.Lock()
+
+
+def ensure_tiny_checkpoint(folder: Path | None = None) -> Path:
+    """Build the tiny random checkpoint once (seconds) and reuse it; safe across threads and processes."""
+    from filelock import FileLock
+
+    from .tiny import build_tiny_checkpoint
+
+    folder = Path(folder) if folder is not None else weights_dir() / TINY_DIR_NAME
+    if (folder / TINY_COMPLETE_MARKER).exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _TINY_BUILD_LOCK, FileLock(str(folder) + ".lock"):
+        if not (folder / TINY_COMPLETE_MARKER).exists():
+            built = Path(build_tiny_checkpoint(folder))
+            if built.resolve() != folder.resolve():
+                folder = built
+            (folder / TINY_COMPLETE_MARKER).write_text("built by parts2whole.tiny.build_tiny_checkpoint\n")
+    return folder
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """Network-shaped failures (no DNS, refused, timed out, offline mode) as opposed to a wrong repo id."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        return True
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "TransportError",
+                         "NetworkError", "ReadTimeout", "ProxyError"})
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+#: Files of the VAE repository that are read (it also ships pickled and duplicate weights).
+VAE_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
+def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae: bool = True) -> str:
+    """A Hub snapshot in the HF cache: from disk when it is already there, else downloaded (tqdm progress)."""
+    from huggingface_hub import snapshot_download
+
+    from .loading import resolve_checkpoint
+
+    def fetch(local_files_only: bool) -> str:
+        if vae:
+            return snapshot_download(repo_id, revision=revision, allow_patterns=VAE_PATTERNS,
+                                     local_files_only=local_files_only, etag_timeout=HUB_TIMEOUT_S)
+        return str(resolve_checkpoint(repo_id, revision=revision, with_vae=with_vae, local_files_only=local_files_only))
+
+    try:
+        return fetch(local_files_only=True)
+    except Exception:  # not cached yet (or partially): go to the network below
+        if _hub_offline():
+            raise
+    logger.info("Downloading %s%s from the Hugging Face Hub...", repo_id, f"@{revision}" if revision else "")
+    return fetch(local_files_only=False)
+
+
+def _tiny_weights(notice: str | None = None) -> ResolvedWeights:
+    folder = ensure_tiny_checkpoint()
+    return ResolvedWeights(path=str(folder), name="tiny random model (weights/tiny-parts2whole)",
+                           is_tiny=True, notice=notice)
+
+
+def _looks_like_tiny(folder: Path) -> bool:
+    return (folder / TINY_COMPLETE_MARKER).exists()
+
+
+def resolve_weights(spec: str | None = None) -> ResolvedWeights:
+    """Turn `--weights` (Hub id, folder, "tiny", or nothing for the official model) into a local folder.
+
+    When the Hub is unreachable, says so in one line and falls back to the tiny local checkpoint.
+    """
+    from .loading import OFFICIAL_REPO_ID, OFFICIAL_REVISION, OFFICIAL_VAE_REPO_ID
+
+    spec = (spec or os.environ.get(WEIGHTS_ENV) or OFFICIAL_WEIGHTS).strip()
+    if spec.lower() == TINY_WEIGHTS:
+        return _tiny_weights()
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return ResolvedWeights(path=str(folder), name=str(folder), is_tiny=_looks_like_tiny(folder))
+    official = spec.lower() == OFFICIAL_WEIGHTS or spec == OFFICIAL_REPO_ID
+    if not official and not _HUB_ID.fullmatch(spec):
+        raise CheckpointError(f"Weights {spec!r}: no such folder, and not a Hub id like 'owner/name' "
+                              f"(use a folder, a Hub id, or 'tiny').")
+    repo_id = OFFICIAL_REPO_ID if official else spec
+    revision = OFFICIAL_REVISION if official else None
+    try:
+        path = _download(repo_id, revision, with_vae=not official)  # the official VAE comes separately
+        vae_path = _download(OFFICIAL_VAE_REPO_ID, None, vae=True) if official else None
+    except Exception as error:  # noqa: BLE001 - classified just below
+        if not _is_unreachable(error):
+            raise CheckpointError(f"Could not get weights {repo_id!r} from the Hub: {error}") from error
+        reason = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{type(error).__name__}"
+        notice = (f"Hugging Face Hub unreachable ({reason}) and {repo_id} is not cached: "
+                  f"falling back to the tiny random model in {weights_dir() / TINY_DIR_NAME} (outputs are noise).")
+        logger.warning(notice)
+        return _tiny_weights(notice)
+    name = f"{repo_id}@{revision[:7]}" if revision else repo_id
+    return ResolvedWeights(path=path, name=name, vae_path=vae_path, revision=revision)
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def default_mask(image: Image.Image) -> Image.Image:
+    """The mask used when the user gives none: the image's alpha channel, else the whole image."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").getchannel("A")
+    return Image.new("L", image.size, 255)
+
+
+def fit_mask(mask: Image.Image, image: Image.Image) -> Image.Image:
+    """A mask as 8-bit greyscale at the image's size (white = keep); RGBA masks use their alpha if it varies."""
+    if mask.mode in ("RGBA", "LA"):
+        alpha = mask.getchannel("A")
+        grey = alpha if alpha.getextrema() != (255, 255) else mask.convert("L")
+    else:
+        grey = mask.convert("L")
+    if grey.size != image.size:
+        grey = grey.resize(image.size, Image.Resampling.NEAREST)
+    return grey
+
+
+#: How far ignored pixels are faded towards white in mask previews (0 = not at all, 1 = white).
+MASK_PREVIEW_FADE = 0.78
+MASK_PREVIEW_BACKDROP = (236, 236, 236)
+
+
+def overlay_mask(image: Image.Image, mask: Image.Image | None) -> Image.Image:
+    """The image with what the mask ignores faded out, so people see exactly which pixels are used."""
+    rgba = image.convert("RGBA")
+    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, MASK_PREVIEW_BACKDROP + (255,)), rgba).convert("RGB")
+    mask = fit_mask(mask if mask is not None else default_mask(image), image)
+    faded = Image.blend(rgb, Image.new("RGB", rgb.size, (255, 255, 255)), MASK_PREVIEW_FADE)
+    return Image.composite(rgb, faded, mask)
+
+
+def mask_coverage(mask: Image.Image) -> float:
+    """Share of pixels the mask keeps (0..1)."""
+    values = np.asarray(mask.convert("L"))
+    return float((values > 127).mean()) if values.size else 0.0
+
+
+def normalise_image(image: Image.Image) -> Image.Image:
+    """Apply EXIF rotation and keep transparency (RGBA) so the alpha can serve as the default mask."""
+    image = ImageOps.exif_transpose(image)
+    return image.convert("RGBA") if image.mode not in ("RGB", "RGBA") else image
+
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+@dataclasses.dataclass
+class GenerationRequest:
+    """Everything one generation needs; `seed=None` means "pick one" (the result records which)."""
+
+    references: Mapping[str, Image.Image]
+    structure: Image.Image | None
+    masks: Mapping[str, Image.Image | None] = dataclasses.field(default_factory=dict)
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = None
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    height: int = DEFAULT_HEIGHT
+    width: int = DEFAULT_WIDTH
+    num_images: int = 1
+    fusion_blocks: str = DEFAULT_FUSION_BLOCKS
+
+    def validated(self) -> GenerationRequest:
+        """A copy with canonical labels, checked sizes and numbers; raises Parts2WholeInputError if unfixable."""
+        references: dict[str, Image.Image] = {}
+        for label, image in self.references.items():
+            if image is None:
+                continue
+            key = canonical_label(label)
+            if key in references:
+                raise Parts2WholeInputError(f"Two images were given for {key!r}; give one per part.")
+            references[key] = normalise_image(image)
+        if not references:
+            raise Parts2WholeInputError(
+                "Add at least one reference image (face, hair or headwear, clothes or shoes).")
+        if len(references) > MAX_REFERENCES:
+            raise Parts2WholeInputError(f"At most {MAX_REFERENCES} reference images fit in one generation.")
+        masks: dict[str, Image.Image] = {}
+        for label, mask in (self.masks or {}).items():
+            if mask is None:
+                continue
+            key = canonical_label(label)
+            if key not in references:
+                raise Parts2WholeInputError(f"A mask was given for {key!r} but no image for that part.")
+            fitted = fit_mask(ImageOps.exif_transpose(mask), references[key])
+            if fitted.getextrema()[1] == 0:
+                raise Parts2WholeInputError(f"The mask for {key!r} is empty: paint the area of the part to use.")
+            masks[key] = fitted
+        if self.structure is None:
+            raise Parts2WholeInputError("Add a pose map (the structure image the person is drawn on).")
+        for name, side in (("Height", self.height), ("Width", self.width)):
+            if not isinstance(side, (int, np.integer)) or side % SIZE_MULTIPLE or not MIN_SIDE <= side <= MAX_SIDE:
+                raise Parts2WholeInputError(
+                    f"{name} must be a multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}, got {side}.")
+        if not 1 <= int(self.steps) <= MAX_STEPS:
+            raise Parts2WholeInputError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
+        if not 1 <= int(self.num_images) <= MAX_IMAGES:
+            raise Parts2WholeInputError(f"Number of images must be between 1 and {MAX_IMAGES}.")
+        if self.fusion_blocks not in FUSION_BLOCK_CHOICES:
+            raise Parts2WholeInputError(f"Fusion blocks must be one of {', '.join(FUSION_BLOCK_CHOICES)}.")
+        if float(self.guidance_scale) < 0:
+            raise Parts2WholeInputError("Guidance must not be negative.")
+        seed = self.seed
+        if seed is not None and not 0 <= int(seed) <= MAX_SEED:
+            raise Parts2WholeInputError(f"Seed must be between 0 and {MAX_SEED}.")
+        ordered = {label: references[label] for label in PART_LABELS if label in references}
+        return dataclasses.replace(
+            self, references=ordered, masks=masks, structure=ImageOps.exif_transpose(self.structure).convert("RGB"),
+            seed=None if seed is None else int(seed), steps=int(self.steps), num_images=int(self.num_images),
+            guidance_scale=float(self.guidance_scale), height=int(self.height), width=int(self.width),
+            prompt=self.prompt or "", negative_prompt=self.negative_prompt or "")
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings that, with the same inputs and weights, reproduce the result (JSON-ready)."""
+        return {
+            "parts": list(self.references),
+            "masked_parts": [label for label in self.references if self.masks.get(label) is not None],
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "height": self.height,
+            "width": self.width,
+            "num_images": self.num_images,
+            "fusion_blocks": self.fusion_blocks,
+        }
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    request: GenerationRequest  # validated, with the seed actually used
+    parameters: dict[str, Any]  # request parameters plus model, device and timing
+    reused_references: bool
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressUpdate:
+    """One progress report: `fraction` of the whole generation done, in which stage, with a short text."""
+
+    stage: str
+    fraction: float
+    step: int | None = None
+    total: int | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.stage} {self.step}/{self.total}" if self.total else self.stage
+
+
+ProgressCallback = Callable[[ProgressUpdate], None]
+
+
+def _report(callback: ProgressCallback | None, stage: str, step: int | None = None, total: int | None = None):
+    if callback is None:
+        return
+    start, end = _STAGE_SPANS[stage]
+    fraction = start if not total else start + (end - start) * min(step or 0, total) / total
+    callback(ProgressUpdate(stage=stage, fraction=round(fraction, 4), step=step, total=total))
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def _tensor_bytes(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes held by the tensors inside an encoding (dataclass, mapping, sequence or plain object)."""
+    import torch
+
+    if seen is None and isinstance(getattr(value, "nbytes", None), int):
+        return value.nbytes  # the pipeline's ReferenceEncoding knows its own size
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple, set)):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(_tensor_bytes(getattr(value, f.name), seen) for f in dataclasses.fields(value))
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return sum(_tensor_bytes(v, seen) for v in vars(value).values())
+    return 0
+
+
+class ReferenceCache:
+    """Least-recently-used reference encodings, bounded by the bytes of their tensors.
+
+    Keys are content hashes (see `reference_key`), so two sessions share an entry only when they sent
+    exactly the same images, masks and settings to the same model: nothing of one user leaks to another.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._entries.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: str, encoding: Any) -> None:
+        size = _tensor_bytes(encoding)
+        with self._lock:
+            self._entries.pop(key, None)
+            if size > self.max_bytes:
+                return  # bigger than the whole budget: not worth evicting everything for it
+            self._entries[key] = (encoding, size)
+            total = sum(s for _, s in self._entries.values())
+            while total > self.max_bytes:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                total -= evicted
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _image_digest(hasher, image: Image.Image | None) -> None:
+    if image is None:
+        hasher.update(b"<none>")
+        return
+    hasher.update(f"{image.mode}:{image.size}".encode())
+    hasher.update(image.tobytes())
+
+
+def reference_key(model_identity: str, request: GenerationRequest) -> str:
+    """A content hash of what reference encoding depends on: model, parts, pixels, masks, size, fusion."""
+    hasher = hashlib.sha256()
+    hasher.update(f"{model_identity}|{request.height}x{request.width}|{request.fusion_blocks}".encode())
+    for label, image in request.references.items():
+        hasher.update(f"|{label}|".encode())
+        _image_digest(hasher, image)
+        _image_digest(hasher, request.masks.get(label))
+    return hasher.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- studio
+
+
+PipelineLoader = Callable[[ResolvedWeights, DeviceChoice], Any]
+
+
+def load_pipeline(weights: ResolvedWeights, choice: DeviceChoice):
+    """Build the pipeline from a resolved checkpoint; on ZeroGPU it stays on CPU until a GPU call."""
+    from diffusers import AutoencoderKL
+
+    from . import Parts2WholePipeline
+
+    vae = AutoencoderKL.from_pretrained(weights.vae_path, torch_dtype=choice.dtype) if weights.vae_path else None
+    pipe = Parts2WholePipeline.from_pretrained(weights.path, torch_dtype=choice.dtype, vae=vae)
+    if not choice.zero_gpu:
+        pipe.to(choice.device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)  # the studio reports progress itself
+    return pipe
+
+
+class Studio:
+    """The cached model behind the app and the CLI. Thread-safe; holds no per-user state."""
+
+    def __init__(self, weights: str | None = None, *, device: str | None = None, dtype: str | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, loader: PipelineLoader = load_pipeline,
+                 resolver: Callable[[str | None], ResolvedWeights] = resolve_weights):
+        self.weights_spec = weights
+        self._device_request = (device, dtype)
+        self._loader = loader
+        self._resolver = resolver
+        self._weights: ResolvedWeights | None = None
+        self._choice: DeviceChoice | None = None
+        self._pipe = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one generation at a time per pipeline: schedulers are stateful
+        self.reference_cache = ReferenceCache(cache_bytes)
+
+    # -- what is loaded
+
+    @property
+    def weights(self) -> ResolvedWeights:
+        """The checkpoint (resolved on first use: downloads, or falls back to the tiny model offline)."""
+        if self._weights is None:
+            with self._load_lock:
+                if self._weights is None:
+                    self._weights = self._resolver(self.weights_spec)
+        return self._weights
+
+    @property
+    def device_choice(self) -> DeviceChoice:
+        if self._choice is None:
+            self._choice = choose_device(*self._device_request)
+        return self._choice
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.weights.is_tiny
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._pipe is not None
+
+    def banner(self) -> str | None:
+        """Markdown the UI shows above everything when outputs are not from the real model."""
+        if not self.is_tiny:
+            return None
+        reason = f" {self.weights.notice}" if self.weights.notice else " (chosen with `--weights tiny`)."
+        return f"⚠️ {TINY_BANNER}{reason}"
+
+    def pipeline(self):
+        """The loaded pipeline; the first caller loads it, concurrent callers wait for that one load."""
+        if self._pipe is None:
+            weights, choice = self.weights, self.device_choice
+            with self._load_lock:
+                if self._pipe is None:
+                    started = time.perf_counter()
+                    logger.info("Loading %s on %s (%s)...", weights.name, choice.device, choice.dtype_name)
+                    self._pipe = self._loader(weights, choice)
+                    logger.info("Model ready in %.1f s.", time.perf_counter() - started)
+        return self._pipe
+
+    def structure_kind(self) -> str:
+        return getattr(self.pipeline(), "structure_kind", "densepose")
+
+    def _model_identity(self) -> str:
+        choice = self.device_choice
+        return f"{self.weights.path}|{self.weights.revision}|{self.weights.vae_path}|{choice.device}|{choice.dtype}"
+
+    # -- generation
+
+    def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None) -> GenerationResult:
+        """Validate, encode references (or reuse them), denoise and decode, reporting each stage."""
+        started = time.perf_counter()
+        _report(progress, STAGE_PREPROCESSING)
+        request = request.validated()
+        if request.seed is None:
+            request = dataclasses.replace(request, seed=secrets.randbelow(MAX_SEED + 1))
+        if not self.is_loaded:
+            _report(progress, STAGE_LOADING)
+        self.pipeline()
+        images, reused = _run_on_gpu(self, request, progress)
+        seconds = time.perf_counter() - started
+        parameters = request.parameters() | {
+            "weights": self.weights.name,
+            "weights_revision": self.weights.revision,
+            "tiny_model": self.is_tiny,
+            "device": self.device_choice.device,
+            "dtype": self.device_choice.dtype_name,
+            "seconds": round(seconds, 2),
+        }
+        _report(progress, STAGE_DONE)
+        return GenerationResult(images=images, request=request, parameters=parameters,
+                                reused_references=reused, seconds=seconds)
+
+    def _generate_on_device(self, request: GenerationRequest, progress: ProgressCallback | None):
+        import torch
+
+        pipe = self.pipeline()
+        choice = self.device_choice
+        with self._run_lock:
+            if choice.zero_gpu:
+                pipe.to(choice.device)
+            key = reference_key(self._model_identity(), request)
+            encoding = self.reference_cache.get(key)
+            reused = encoding is not None
+            if reused:
+                _report(progress, STAGE_CACHED)
+            else:
+                _report(progress, STAGE_ENCODING)
+                encoding = pipe.encode_references(dict(request.references), dict(request.masks),
+                                                  height=request.height, width=request.width,
+                                                  fusion_blocks=request.fusion_blocks)
+                self.reference_cache.put(key, encoding)
+            _report(progress, STAGE_DENOISING, 0, request.steps)
+
+            def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+                _report(progress, STAGE_DENOISING, step_index + 1, request.steps)
+                return callback_kwargs
+
+            generator = torch.Generator(device="cpu").manual_seed(request.seed)
+            output = pipe(
+                references=dict(request.references), masks=dict(request.masks), structure=request.structure,
+                prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                height=request.height, width=request.width, num_inference_steps=request.steps,
+                guidance_scale=request.guidance_scale, generator=generator,
+                fusion_blocks=request.fusion_blocks, num_images_per_prompt=request.num_images,
+                output_type="latent", callback_on_step_end=on_step_end, reference_encoding=encoding,
+            )
+            _report(progress, STAGE_DECODING)
+            images = pipe.decode_latents(output.images, output_type="pil")
+        return list(images), reused
+
+
+@gpu_task()
+def _run_on_gpu(studio: Studio, request: GenerationRequest, progress: ProgressCallback | None):
+    """The GPU part of a generation; on ZeroGPU this is the function that gets a GPU attached."""
+    return studio._generate_on_device(request, progress)
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def parameters_json(parameters: Mapping[str, Any]) -> str:
+    return json.dumps(dict(parameters), indent=2, sort_keys=False) + "\n"
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+_DEFAULT_STUDIO: Studio | None = None
+_DEFAULT_STUDIO_LOCK = threading.Lock()
+
+
+def get_studio(weights: str | None = None, **kwargs) -> Studio:
+    """The process-wide studio (the model is shared by all users; nothing user-specific lives in it)."""
+    global _DEFAULT_STUDIO
+    with _DEFAULT_STUDIO_LOCK:
+        if _DEFAULT_STUDIO is None:
+            _DEFAULT_STUDIO = Studio(weights, **kwargs)
+        return _DEFAULT_STUDIO
