@@ -1,0 +1,67 @@
+"""`python -m parts2whole generate`: help, one-line errors with exit code 2, a real run on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from app_fixtures import REPO_ROOT, app_env, example_file
+from parts2whole.cli import EXIT_BAD_INPUT, main
+
+
+def test_help_explains_parts_pose_and_output(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--face", "--hair-or-headwear", "--upper-body-clothes", "--lower-body-clothes",
+                   "--whole-body-clothes", "--shoes", "--mask-face", "--pose", "--prompt", "--seed", "--steps",
+                   "--weights", "-o"):
+        assert option in text
+    assert "DensePose" in text and "json" in text.lower()
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--face", "face.png"],  # no pose
+    ["generate", "--pose", str(example_file("pose"))],  # no part
+    ["generate", "--face", "/nonexistent/face.png", "--pose", str(example_file("pose"))],
+    ["generate", "--face", str(example_file("face")), "--pose", str(example_file("pose")), "--height", "100",
+     "--weights", "tiny"],
+    ["generate", "--mask-face", str(example_file("face")), "--shoes", str(example_file("shoes")),
+     "--pose", str(example_file("pose"))],
+    ["generate", "--face", str(example_file("face")), "--pose", str(example_file("pose")), "--steps", "many"],
+])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    assert code == EXIT_BAD_INPUT
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert "error:" in lines[0] and "Traceback" not in captured.err
+
+
+def test_generate_on_the_tiny_model_writes_images_and_parameters(tmp_path):
+    output = tmp_path / "results" / "portrait.png"
+    command = [sys.executable, "-m", "parts2whole", "generate", "--weights", "tiny",
+               "--face", str(example_file("face")), "--upper-body-clothes", str(example_file("upper_body_clothes")),
+               "--mask-face", str(example_file("face")), "--pose", str(example_file("pose")),
+               "--prompt", "a man in a red shirt", "--seed", "3", "--steps", "2", "--height", "64", "--width", "64",
+               "--num-images", "2", "-o", str(output)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=app_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    images = [tmp_path / "results" / "portrait_0.png", tmp_path / "results" / "portrait_1.png"]
+    for path in images:
+        assert Image.open(path).size == (64, 64)
+    parameters = json.loads((tmp_path / "results" / "portrait.json").read_text())
+    assert parameters["seed"] == 3 and parameters["steps"] == 2 and parameters["prompt"] == "a man in a red shirt"
+    assert parameters["parts"] == ["face", "upper body clothes"] and parameters["masked_parts"] == ["face"]
+    assert parameters["outputs"] == ["portrait_0.png", "portrait_1.png"] and parameters["tiny_model"] is True
+    assert str(images[0]) in completed.stdout
+    assert "Denoising" in completed.stderr  # progress is shown
