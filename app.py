@@ -302,9 +302,10 @@ def _status_line(result: studio_module.GenerationResult, studio: studio_module.S
 def make_generate(studio: studio_module.Studio):
     """The Generate handler, bound to a studio (explicit parameters, so the API documents each one)."""
 
-    def generate(face, face_mask, hair_or_headwear, hair_or_headwear_mask, upper_body_clothes,
-                 upper_body_clothes_mask, lower_body_clothes, lower_body_clothes_mask, whole_body_clothes,
-                 whole_body_clothes_mask, shoes, shoes_mask, pose, prompt="", negative_prompt="", seed=0,
+    def generate(face=None, face_mask=None, hair_or_headwear=None, hair_or_headwear_mask=None,
+                 upper_body_clothes=None, upper_body_clothes_mask=None, lower_body_clothes=None,
+                 lower_body_clothes_mask=None, whole_body_clothes=None, whole_body_clothes_mask=None, shoes=None,
+                 shoes_mask=None, pose=None, prompt="", negative_prompt="", seed=0,
                  randomize_seed=True, steps=studio_module.DEFAULT_STEPS, guidance=studio_module.DEFAULT_GUIDANCE,
                  size=DEFAULT_SIZE, num_images=1, fusion_blocks=studio_module.DEFAULT_FUSION_BLOCKS,
                  session=None, progress=gr.Progress()):
@@ -350,7 +351,7 @@ def make_generate(studio: studio_module.Studio):
                                mask_sources)
         session.update(runs=session["runs"] + 1, last_seed=result.request.seed)
         gallery = [(image, f"seed {result.request.seed} · #{index + 1}") for index, image in enumerate(result.images)]
-        return (gallery, gr.update(value=str(bundle), interactive=True), _status_line(result, studio),
+        return (gallery, str(bundle), _status_line(result, studio),
                 session, result.request.seed)
 
     return generate
@@ -432,9 +433,9 @@ def build_demo(studio: studio_module.Studio) -> gr.Blocks:
                                 height=260, elem_id="pose-image", buttons=["fullscreen"])
                 gr.Markdown("The pose map is a DensePose rendering of the body (coloured parts on black), "
                             "which is what the released model reads.", elem_id="pose-help")
-                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
+                prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="prompt",
                                     placeholder="e.g. a woman in a red shirt, high quality, realistic")
-                negative_prompt = gr.Textbox(label="Negative prompt", lines=1, elem_id="negative-prompt",
+                negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="negative-prompt",
                                              placeholder="e.g. blurry, low quality, deformed")
                 with gr.Accordion("Advanced settings", open=False, elem_id="advanced-settings"):
                     with gr.Row():
@@ -455,13 +456,13 @@ def build_demo(studio: studio_module.Studio) -> gr.Blocks:
                                              info="UNet blocks that look at the parts: full (closest) or midup",
                                              elem_id="fusion-blocks")
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                status = gr.Markdown("", elem_id="run-status")
+                status = gr.Markdown("", label="Status", elem_id="run-status")
                 result = gr.Gallery(label="Result", columns=2, height=420, object_fit="contain", format="png",
                                     elem_id="result-gallery", buttons=["download", "fullscreen"], interactive=False)
                 with gr.Row():
-                    bundle = gr.DownloadButton("Download bundle (.zip)", interactive=False, elem_id="download-bundle")
+                    bundle = gr.DownloadButton("Download bundle (.zip)", elem_id="download-bundle")
                     reuse_seed = gr.Button("Reuse last seed", size="lg", elem_id="reuse-seed")
-                last_seed = gr.Number(visible=False, precision=0)
+                last_seed = gr.Number(label="Seed used", visible=False, precision=0)
 
         for slot in slots:
             wire_slot(slot)
