@@ -68,7 +68,7 @@ def tiny_sam():
 
 @pytest.fixture()
 def segmenter(tiny_sam):
-    return SamSegmenter(tiny_sam, cache=EmbeddingCache(max_entries=4))
+    return SamSegmenter(tiny_sam, cache=EmbeddingCache(max_entries=4), decoder_backend="torch")
 
 
 def _photo(width=96, height=72, seed=0):
@@ -158,7 +158,7 @@ def test_mask_has_the_image_size_and_the_state_carries_logits(segmenter):
 
 
 def test_embedding_is_computed_once_per_image(tiny_sam):
-    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(max_entries=4))
+    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(max_entries=4), decoder_backend="torch")
     calls = _count_encoder_calls(tiny_sam)
     image, other = _photo(seed=1), _photo(seed=2)
     state = ClickState()
@@ -188,7 +188,7 @@ def _spy_prompt_encoder(sam, seen):
 
 
 def test_prompts_are_mapped_to_the_model_frame_and_logits_fed_back(tiny_sam):
-    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="torch")
     seen = []
     original = _spy_prompt_encoder(tiny_sam, seen)
     try:
@@ -208,7 +208,7 @@ def test_prompts_are_mapped_to_the_model_frame_and_logits_fed_back(tiny_sam):
 
 
 def test_logits_of_another_image_are_not_fed_back(tiny_sam):
-    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="torch")
     first = segmenter.predict(_photo(seed=1), ClickState().add_click(10, 10))
     seen = []
     original = _spy_prompt_encoder(tiny_sam, seen)
@@ -219,8 +219,20 @@ def test_logits_of_another_image_are_not_fed_back(tiny_sam):
     assert seen[0]["masks"] is None
 
 
+@pytest.fixture(scope="module")
+def onnx_segmenter(tiny_sam):
+    return SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="onnxruntime")
+
+
+@pytest.fixture(params=["torch", "onnxruntime"])
+def any_backend(request, tiny_sam, onnx_segmenter):
+    if request.param == "onnxruntime":
+        return onnx_segmenter
+    return SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="torch")
+
+
 @pytest.mark.parametrize("clicks, box", [([(40, 30, True)], None), ([(40, 30, True), (70, 50, False)], (5, 5, 90, 70))])
-def test_matches_segment_anythings_own_predictor(tiny_sam, clicks, box):
+def test_matches_segment_anythings_own_predictor(tiny_sam, any_backend, clicks, box):
     from segment_anything import SamPredictor
 
     image = _photo()
@@ -229,7 +241,7 @@ def test_matches_segment_anythings_own_predictor(tiny_sam, clicks, box):
         state = state.add_click(x, y, positive)
     if box is not None:
         state = state.with_box(box)
-    ours = SamSegmenter(tiny_sam, cache=EmbeddingCache()).predict(image, state)
+    ours = any_backend.predict(image, state)
 
     predictor = SamPredictor(tiny_sam)
     predictor.set_image(np.asarray(image))
@@ -246,11 +258,11 @@ def test_matches_segment_anythings_own_predictor(tiny_sam, clicks, box):
 
 
 def test_concurrent_users_get_their_own_images_masks(tiny_sam):
-    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="torch")
     images = [_photo(seed=seed) for seed in range(4)]
     prompts = [ClickState().add_click(10 + 15 * i, 12 + 10 * i) for i in range(4)]
     expected = [np.asarray(segmenter.predict(img, st).mask) for img, st in zip(images, prompts)]
-    fresh = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    fresh = SamSegmenter(tiny_sam, cache=EmbeddingCache())  # auto: the ONNX decoder, exported under a lock
     results = [None] * 4
 
     def work(index):
@@ -264,6 +276,35 @@ def test_concurrent_users_get_their_own_images_masks(tiny_sam):
         thread.join()
     for got, want in zip(results, expected):
         assert np.array_equal(got, want)
+
+
+def test_onnx_and_torch_decoders_agree_on_a_refinement_with_box_and_logits(tiny_sam, onnx_segmenter):
+    torch_segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="torch")
+    image = _photo(width=80, height=120)
+    state = ClickState().add_click(30, 50)
+    for clicks in range(3):
+        ours, reference = onnx_segmenter.predict(image, state), torch_segmenter.predict(image, state)
+        np.testing.assert_allclose(ours.state.low_res_logits, reference.state.low_res_logits, atol=1e-4)
+        assert np.array_equal(np.asarray(ours.mask), np.asarray(reference.mask))
+        state = reference.state.add_click(10 + 20 * clicks, 90, positive=clicks % 2 == 0).with_box((5, 5, 70, 110))
+    only_box = ClickState().with_box((5, 5, 70, 110))
+    np.testing.assert_allclose(
+        onnx_segmenter.predict(image, only_box).state.low_res_logits,
+        torch_segmenter.predict(image, only_box).state.low_res_logits,
+        atol=1e-4,
+    )
+
+
+def test_failed_onnx_export_falls_back_to_torch_only_in_auto_mode(tiny_sam, monkeypatch):
+    def broken_export(sam):
+        raise ModuleNotFoundError("No module named 'onnx'")
+
+    monkeypatch.setattr(sam_module, "export_prompt_decoder", broken_export)
+    auto = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    assert auto.predict(_photo(), ClickState().add_click(5, 5)).mask.size == (96, 72)
+    strict = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="onnxruntime")
+    with pytest.raises(CheckpointError, match="ONNX"):
+        strict.predict(_photo(), ClickState().add_click(5, 5))
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
