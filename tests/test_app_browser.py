@@ -1,0 +1,126 @@
+"""A person's first visit, in Debian's Chromium: upload a face, a shirt and a pose map, press Generate,
+watch the progress reach the end, see the result, download the bundle.
+
+Without Chromium the test is skipped on a developer machine, but fails when CI is set: CI must run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import example_file, running_app
+
+CHROMIUM = os.environ.get("P2W_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PAGE_LOAD_TIMEOUT_MS = 60_000
+GENERATION_TIMEOUT_MS = 240_000
+#: Collects the text of Gradio's progress bars as they change, so short-lived stages are not missed.
+RECORD_PROGRESS_JS = """
+() => {
+  window.__progress = [];
+  const record = () => document.querySelectorAll('.progress-text, .progress-level-inner, .meta-text')
+      .forEach(el => { const t = el.textContent.trim(); if (t && window.__progress.at(-1) !== t) window.__progress.push(t); });
+  new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
+}
+"""
+
+
+def _chromium_or_skip() -> str:
+    path = CHROMIUM if os.path.isfile(CHROMIUM) else shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    message = f"Chromium not found at {CHROMIUM} (install Debian's chromium package)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}: the browser test must run in CI.")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium_or_skip()
+    sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__(
+        "playwright.sync_api", fromlist=["sync_playwright"])
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    log = tmp_path_factory.mktemp("browser-app") / "app.log"
+    with running_app(log_path=log) as url:
+        yield url
+
+
+def _slot_file_input(page, label: str):
+    """The file input inside the block whose label reads exactly `label` (what a person sees)."""
+    block = page.locator(".block", has=page.locator("[data-testid='block-label']", has_text=label)).filter(
+        has=page.locator("input[type='file']")).last
+    return block.locator("input[type='file']").first
+
+
+def test_upload_generate_and_download_in_chromium(browser, app_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page_errors = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(app_url, timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.get_by_role("button", name="Generate").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    assert "tiny random test model" in page.locator("#tiny-model-banner").inner_text()
+
+    _slot_file_input(page, "Face").set_input_files(str(example_file("face")))
+    _slot_file_input(page, "Upper-body clothes").set_input_files(str(example_file("upper_body_clothes")))
+    _slot_file_input(page, "Pose").set_input_files(str(example_file("pose")))
+    # Each part shows the mask that will be used, overlaid on the picture.
+    page.locator("#face-mask-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    assert "transparency" in page.locator("#face-mask-preview").inner_text()
+
+    page.evaluate(RECORD_PROGRESS_JS)
+    page.get_by_role("button", name="Generate").click()
+    page.locator("#result-gallery img").first.wait_for(timeout=GENERATION_TIMEOUT_MS)
+    status = page.locator("#run-status")
+    status.get_by_text("Done").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+    progress = page.evaluate("window.__progress")
+    assert any("Denoising" in text for text in progress), progress
+    done, steps = map(int, re.search(r"(\d+)/(\d+) steps", status.inner_text()).groups())
+    assert done == steps > 0  # the progress reached the last step
+
+    image = page.locator("#result-gallery img").first
+    assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+
+    with page.expect_download(timeout=PAGE_LOAD_TIMEOUT_MS) as download_info:
+        page.get_by_role("button", name="Download bundle (.zip)").click()
+    bundle = Path(tmp_path / "bundle.zip")
+    download_info.value.save_as(bundle)
+    with zipfile.ZipFile(bundle) as archive:
+        parameters = json.loads(archive.read("parameters.json"))
+        assert "results/result_0.png" in archive.namelist()
+    assert parameters["parts"] == ["face", "upper body clothes"] and parameters["steps"] == steps
+
+    page.screenshot(path=str(tmp_path / "after-generate.png"), full_page=True)
+    assert not page_errors, page_errors
+    page.close()
+
+
+def test_example_gallery_fills_the_slots(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.locator("#examples button.thumbnail-item").first.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.locator("#examples button.thumbnail-item").first.click()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not page.locator("#pose-image img").count():
+        time.sleep(0.2)
+    assert page.locator("#pose-image img").count() == 1
+    assert page.locator("#face-image img").count() == 1
+    assert page.locator("#prompt textarea").input_value()
+    page.close()
