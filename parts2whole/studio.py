@@ -219,7 +219,7 @@ VAE_PATTERNS = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae: bool = True) -> str:
     """A Hub snapshot in the HF cache: from disk when it is already there, else downloaded (tqdm progress)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     from .loading import resolve_checkpoint
 
@@ -234,6 +234,8 @@ def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae
     except Exception:  # not cached yet (or partially): go to the network below
         if _hub_offline():
             raise
+    # One quick request first: a download that cannot connect retries with back-off for half a minute.
+    HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
     logger.info("Downloading %s%s from the Hugging Face Hub...", repo_id, f"@{revision}" if revision else "")
     return fetch(local_files_only=False)
 
