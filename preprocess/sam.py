@@ -135,6 +135,19 @@ class ClickState:
         return len(self.clicks) == 1 and self.box is None and self.low_res_logits is None
 
 
+def click_state_from_mask(mask: Image.Image | np.ndarray, image_key: str | None = None) -> ClickState:
+    """A state whose box is the bounding box of ``mask`` (e.g. the parser's), for SAM to refine.
+
+    An empty mask gives a state without prompt (the UI then asks for a click).
+    """
+    from .masks import bounding_box, image_to_mask
+
+    pixels = image_to_mask(mask) if isinstance(mask, Image.Image) else np.asarray(mask, dtype=bool)
+    box = bounding_box(pixels)
+    state = ClickState(image_key=image_key)
+    return state if box is None else state.with_box(box)
+
+
 # --- embeddings -----------------------------------------------------------------------------------
 
 

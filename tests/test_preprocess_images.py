@@ -299,3 +299,32 @@ def test_empty_mask_helpers():
     assert mask_coverage(half) == pytest.approx(0.5)
     assert np.asarray(binarize_mask(Image.new("L", (4, 4), 200))).max() == 255
     assert np.asarray(binarize_mask(faint)).max() == 0
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40), st.just(3))))
+def test_any_rgb_array_survives_a_png_round_trip_unchanged(array):
+    loaded = load_image(_png_bytes(Image.fromarray(array)))
+    assert loaded.mode == "RGB" and np.array_equal(np.asarray(loaded), array)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 100_000), st.integers(1, 100_000))
+def test_size_check_accepts_exactly_the_documented_range(width, height):
+    acceptable = (
+        width * height <= MAX_IMAGE_PIXELS
+        and min(width, height) >= MIN_IMAGE_SIDE
+        and max(width, height) <= images.MAX_ASPECT_RATIO * min(width, height)
+    )
+    if acceptable:
+        images.check_image_size((width, height))
+    else:
+        with pytest.raises(Parts2WholeInputError):
+            images.check_image_size((width, height))

@@ -114,6 +114,14 @@ def test_single_click_is_the_only_ambiguous_prompt():
     assert not one.with_logits(np.zeros((1, 4, 4), np.float32)).is_ambiguous
 
 
+def test_state_from_a_parser_mask_boxes_it():
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[10:20, 5:25] = True
+    state = sam_module.click_state_from_mask(Image.fromarray(mask.astype(np.uint8) * 255), image_key="k")
+    assert state.box == (5.0, 10.0, 25.0, 20.0) and state.image_key == "k" and not state.clicks
+    assert not sam_module.click_state_from_mask(np.zeros((4, 4), dtype=bool)).has_prompt
+
+
 def test_best_mask_is_the_highest_predicted_iou():
     assert select_best_mask(np.array([0.2, 0.9, 0.5])) == 1
     assert select_best_mask(np.array([[0.7, 0.1, 0.6]])) == 0
@@ -376,3 +384,21 @@ def test_download_uses_the_official_file_names_and_the_weights_folder(tmp_path, 
     assert path == tmp_path / "sam" / SAM_CHECKPOINT_FILES["vit_b"]
     sam_module.download_sam_checkpoint("vit_b")
     assert len(requested) == 1  # second call: found on disk, no network
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+clicks = st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 1000), st.booleans()), max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(clicks, st.tuples(st.floats(0, 1000), st.floats(0, 1000), st.booleans()))
+def test_undo_removes_exactly_the_last_click(history, last):
+    state = ClickState(image_key="k")
+    for x, y, positive in history:
+        state = state.add_click(x, y, positive)
+    after = state.add_click(*last).with_logits(np.zeros((1, 16, 16), np.float32)).undo()
+    assert after.clicks == state.clicks and after.image_key == "k" and after.low_res_logits is None
