@@ -162,6 +162,26 @@ def test_tiny_parser_loads_and_parses_at_the_image_size(random_parser_dir):
     assert label_map.max() < len(PARSER_CLASS_NAMES)
 
 
+# The Hub repo's preprocessor_config.json predates image processors (int size, "reduce_labels").
+LEGACY_PREPROCESSOR_CONFIG = """{
+  "do_normalize": true, "do_resize": true, "feature_extractor_type": "SegformerFeatureExtractor",
+  "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+  "reduce_labels": false, "resample": 2, "size": 512
+}"""
+
+
+def test_legacy_feature_extractor_config_of_the_hub_repo_loads(random_parser_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(random_parser_dir, folder)
+    (folder / "preprocessor_config.json").write_text(LEGACY_PREPROCESSOR_CONFIG)
+    parser = HumanParser(folder)
+    assert (parser.processor.size["height"], parser.processor.size["width"]) == (512, 512)
+    assert not parser.processor.do_reduce_labels  # label 0 (Background) must stay a class
+    assert parser.parse(_photo()).shape == (37, 53)
+
+
 def test_found_part_fills_the_mask_and_missing_part_says_click(face_everywhere_parser_dir):
     parser = HumanParser(face_everywhere_parser_dir)
     face = auto_part_mask(_photo(), "face", parser)
