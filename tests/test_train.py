@@ -1,0 +1,307 @@
+"""The training recipe end to end on tiny data: dataset layout -> DWPose maps -> loss -> accelerate loop
+-> resume -> exported checkpoint that the pipeline loads and runs; plus `accelerate launch` on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from parts2whole import PART_LABELS, Parts2WholePipeline
+from parts2whole.attention import ReferenceFeatures, SharedAttention
+from parts2whole.image_processing import ClipImageSettings
+from parts2whole.loading import WEIGHTS_NAME, load_components
+from parts2whole.train.config import DropoutConfig, config_from_dict, load_config
+from parts2whole.train.convert_dwpose import convert_index
+from parts2whole.train.dataset import PART_FOLDERS, PartsToWholeDataset
+from parts2whole.train.export import METADATA_NAME, read_structure_kind
+from parts2whole.train.objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
+from parts2whole.train.references import PerSampleReferences, install_training_processors, record_references
+from parts2whole.train.trainer import run_training
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZE = 64  # training resolution of the tests (latents 8 x 8)
+NUM_SAMPLES = 4
+#: Parts of each synthetic sample; the last sample has no shoes (an absent slot).
+SAMPLE_PARTS = ("face", "upper body clothes", "shoes")
+CAPTION = "a woman in a red shirt"
+NO_PERSON_TARGET = "images/WOMEN-Dresses-id_00000001-01_1_front.jpg"
+
+
+def _noise_image(rng, width, height) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def make_dataset(root: Path) -> Path:
+    """A few samples in the Hub dataset's layout: images/, one folder per part with `<id>_rgb.jpg` and
+    `<id>_mask.jpg`, densepose/, and train.jsonl / test.jsonl with its field names."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for number in range(NUM_SAMPLES):
+        person = f"WOMEN-Dresses-id_{number:08d}-01"
+        target_id, reference_id = f"{person}_{1 if number < 3 else 4}_{'front' if number < 3 else 'full'}", f"{person}_2_side"
+        sample = {"target_id": target_id, "reference_id": reference_id, "target": f"images/{target_id}.jpg",
+                  "caption": CAPTION, "appearance": {}, "mask": {}, "structure": {"densepose": f"densepose/{target_id}_densepose.png"}}
+        for folder in ("images", "densepose", *PART_FOLDERS.values()):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        _noise_image(rng, 48, 72).save(root / sample["target"])
+        _noise_image(rng, 48, 72).save(root / sample["structure"]["densepose"])
+        for label in SAMPLE_PARTS[: 2 if number == NUM_SAMPLES - 1 else 3]:
+            folder = PART_FOLDERS[label]
+            _noise_image(rng, 30, 40).save(root / folder / f"{reference_id}_rgb.jpg")
+            mask = Image.new("L", (30, 40))
+            ImageDraw.Draw(mask).ellipse([4, 6, 26, 34], fill=255)
+            mask.save(root / folder / f"{reference_id}_mask.jpg")
+            sample["appearance"][label] = f"{folder}/{reference_id}_rgb.jpg"
+            sample["mask"][label] = f"{folder}/{reference_id}_mask.jpg"
+        lines.append(json.dumps(sample))
+    for split in ("train", "test"):
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+class FakeEstimator:
+    """Stands in for DWPose: one upright person (body keypoints only), none in NO_PERSON_TARGET."""
+
+    def estimate(self, image):
+        from preprocess.pose import NUM_KEYPOINTS, PoseResult
+
+        width, height = image.size
+        people = np.zeros((1, NUM_KEYPOINTS, 3), dtype=np.float32)
+        for index in range(17):
+            people[0, index] = (width * (0.3 + 0.4 * (index % 2)), height * (0.1 + 0.05 * index), 1.0)
+        empty = image.getpixel((0, 0)) == self.no_person_pixel
+        return PoseResult(width, height, people[:0] if empty else people)
+
+    def __init__(self, no_person_pixel):
+        self.no_person_pixel = no_person_pixel
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory) -> Path:
+    """The synthetic dataset with our DWPose maps converted in (train_dwpose.jsonl, test_dwpose.jsonl)."""
+    root = make_dataset(tmp_path_factory.mktemp("data") / "DeepFashion-MultiModal-Parts2Whole")
+    with Image.open(root / NO_PERSON_TARGET) as image:
+        no_person_pixel = image.convert("RGB").getpixel((0, 0))
+    for split in ("train", "test"):
+        convert_index(root, f"{split}.jsonl", f"{split}_dwpose.jsonl", FakeEstimator(no_person_pixel))
+    return root
+
+
+def tiny_config(checkpoint: Path, data_root: Path, output_dir: Path, **sections) -> dict:
+    config = {
+        "base_checkpoint": str(checkpoint), "output_dir": str(output_dir),
+        "data": {"root": str(data_root), "height": SIZE, "width": SIZE, "num_workers": 0},
+        "optimization": {"batch_size": 2, "max_train_steps": 2, "mixed_precision": "no", "lr_warmup_steps": 0,
+                         "learning_rate": 1e-3, "gradient_checkpointing": False},
+        "checkpointing": {"every_steps": 1, "total_limit": 1},
+        "validation": {"every_steps": 0, "num_samples": 0, "num_inference_steps": 2},
+    }
+    for section, values in sections.items():
+        config[section] = config.get(section, {}) | values
+    return config
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def test_converter_writes_maps_and_leaves_out_targets_without_a_person(dataset_root):
+    samples = [json.loads(line) for line in (dataset_root / "train_dwpose.jsonl").read_text().splitlines()]
+    assert len(samples) == NUM_SAMPLES - 1 and all(s["target"] != NO_PERSON_TARGET for s in samples)
+    first = samples[0]
+    assert first["structure"]["densepose"].startswith("densepose/")  # the original maps are kept
+    pose_map = Image.open(dataset_root / first["structure"]["dwpose"])
+    assert pose_map.size == Image.open(dataset_root / first["target"]).size and np.asarray(pose_map).max() > 0
+    assert (dataset_root / "dwpose" / (Path(first["target"]).stem + ".json")).is_file()
+    report = convert_index(dataset_root, "train.jsonl", "again.jsonl", FakeEstimator(None))
+    assert report.maps_rendered == 1 and report.maps_reused == NUM_SAMPLES - 1  # only the skipped one is redone
+
+
+def test_dataset_gives_pipeline_preprocessed_tensors_per_part_slot(dataset_root, tiny_checkpoint):
+    settings = ClipImageSettings.from_config(json.loads((tiny_checkpoint / "feature_extractor" / "preprocessor_config.json").read_text()))
+    dataset = PartsToWholeDataset(dataset_root, "train_dwpose.jsonl", "dwpose", SIZE, SIZE, settings, min_crop_fraction=0.9)
+    item = dataset[0]
+    assert item["target"].shape == (3, SIZE, SIZE) and -1 <= item["target"].min() and item["target"].max() <= 1
+    assert item["structure"].shape == (3, SIZE, SIZE) and 0 <= item["structure"].min() and item["structure"].max() <= 1
+    assert item["reference_pixels"].shape == (len(PART_LABELS), 3, SIZE, SIZE)
+    assert item["clip_pixels"].shape == (len(PART_LABELS), 3, 32, 32)
+    assert [PART_LABELS[i] for i in item["present"].nonzero().flatten()] == ["face", "upper body clothes", "shoes"]
+    assert item["reference_masks"][~item["present"]].abs().sum() == 0 and item["caption"] == CAPTION
+    assert not dataset[len(dataset) - 1]["present"][PART_LABELS.index("shoes")]  # the sample without shoes
+
+
+def test_config_rejects_unknown_settings_and_modules():
+    with pytest.raises(ValueError, match="unknown setting"):
+        config_from_dict({"optimization": {"learning_rat": 1.0}})
+    with pytest.raises(ValueError, match="modules"):
+        config_from_dict({"optimization": {"modules": ["vae"]}})
+    for path in sorted((REPO_ROOT / "configs").glob("train-*.yaml")):
+        load_config(path)  # the shipped recipes parse
+
+
+# --- the objective ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def components(tiny_checkpoint):
+    loaded = load_components(tiny_checkpoint)
+    install_training_processors(loaded["unet"])
+    return loaded
+
+
+def _models(components, train_reference_unet=False) -> TrainingModels:
+    return TrainingModels(vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+                          image_encoder=components["image_encoder"], unet=components["unet"], unet_module=components["unet"],
+                          reference_unet=components["reference_unet"], pose_guider=components["pose_guider"],
+                          noise_scheduler=components["scheduler"], train_reference_unet=train_reference_unet)
+
+
+def _batch(dataset_root, tiny_checkpoint, indices=(0, 3)):
+    settings = ClipImageSettings.from_config(json.loads((tiny_checkpoint / "feature_extractor" / "preprocessor_config.json").read_text()))
+    dataset = PartsToWholeDataset(dataset_root, "train.jsonl", "densepose", SIZE, SIZE, settings)
+    return torch.utils.data.default_collate([dataset[i] for i in indices])
+
+
+def test_training_attention_equals_the_pipeline_attention_for_each_sample(components, dataset_root, tiny_checkpoint):
+    """Per-sample references with absent slots masked out compute, row by row, what the pipeline's
+    shared attention computes for that sample's own references alone."""
+    models, batch = _models(components), _batch(dataset_root, tiny_checkpoint)
+    present = batch["present"]
+    label_embeds = encode_text(models, list(PART_LABELS))
+    latents = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
+    context = torch.randn(2, 77 + 6, 32, generator=torch.Generator().manual_seed(1))
+    reference_latents = torch.randn(int(present.sum()), 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(2))
+    slots = torch.arange(len(PART_LABELS)).expand_as(present)[present]
+    with torch.no_grad():
+        references = record_references(models.reference_unet, reference_latents, label_embeds[slots],
+                                       batch["reference_masks"][present], present, "full")
+        batched = models.unet(latents, 10, encoder_hidden_states=context, cross_attention_kwargs={"reference_context": references}).sample
+        for row in range(2):
+            count = int(present[row].sum())
+            own = {block: f.view(2, len(PART_LABELS), -1, f.shape[-1])[row][present[row]] for block, f in references.features.items()}
+            weights = {block: (f.abs().sum(-1) > 0).float() for block, f in own.items()}
+            shared = SharedAttention(ReferenceFeatures(own, weights), reference_rows_start=0)
+            alone = models.unet(latents[row:row + 1], 10, encoder_hidden_states=context[row:row + 1],
+                                cross_attention_kwargs={"reference_context": shared}).sample
+            torch.testing.assert_close(batched[row:row + 1], alone, atol=1e-5, rtol=0)
+
+
+def test_loss_is_finite_and_decreases_on_a_repeated_batch(components, dataset_root, tiny_checkpoint):
+    models, batch = _models(components), _batch(dataset_root, tiny_checkpoint)
+    pose_guider = models.pose_guider.requires_grad_(True)
+    original = {k: v.clone() for k, v in pose_guider.state_dict().items()}
+    optimizer = torch.optim.Adam(pose_guider.parameters(), lr=3e-3)
+    label_embeds = encode_text(models, list(PART_LABELS))
+    drops = DropDecisions.none(2, len(PART_LABELS), "cpu")
+    losses = []
+    try:
+        for _ in range(3):
+            loss = diffusion_loss(models, batch, drops, label_embeds, generator=torch.Generator().manual_seed(0))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    finally:
+        pose_guider.requires_grad_(False).load_state_dict(original)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_reference_unet_gradients_survive_gradient_checkpointing(components, dataset_root, tiny_checkpoint):
+    """The recorder stops the reference UNet early with an exception; recomputation under gradient
+    checkpointing must still deliver the same gradients."""
+    models, batch = _models(components, train_reference_unet=True), _batch(dataset_root, tiny_checkpoint)
+    reference_unet = models.reference_unet.requires_grad_(True)
+    label_embeds = encode_text(models, list(PART_LABELS))
+    drops = DropDecisions.sample(2, len(PART_LABELS), DropoutConfig(text=0, pose=0.5, reference=0.3, all_references=0),
+                                 "cpu", torch.Generator().manual_seed(3))
+    gradients = []
+    try:
+        for checkpointing in (False, True):
+            if checkpointing:
+                reference_unet.enable_gradient_checkpointing()
+                models.unet.enable_gradient_checkpointing()
+            reference_unet.train()
+            diffusion_loss(models, batch, drops, label_embeds, generator=torch.Generator().manual_seed(0)).backward()
+            gradients.append(torch.cat([p.grad.flatten() for p in reference_unet.parameters() if p.grad is not None]))
+            reference_unet.zero_grad(set_to_none=True)
+    finally:
+        reference_unet.disable_gradient_checkpointing()
+        models.unet.disable_gradient_checkpointing()
+        reference_unet.requires_grad_(False).eval()
+    assert gradients[0].abs().max() > 0
+    torch.testing.assert_close(gradients[0], gradients[1], atol=1e-6, rtol=1e-4)
+
+
+def test_text_dropping_removes_prompt_image_tokens_and_references():
+    drops = DropDecisions.sample(64, 6, DropoutConfig(text=0.5, pose=0.0, reference=0.0, all_references=0.0), "cpu",
+                                 torch.Generator().manual_seed(0))
+    assert drops.text.any() and (drops.references[drops.text]).all() and not drops.references[~drops.text].any()
+    assert not drops.pose.any()
+
+
+# --- the loop: train, resume, export, load ---------------------------------------------------------------
+
+def _pose_guider_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "pose_guider" / WEIGHTS_NAME))
+
+
+def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_checkpoint, dataset_root, tmp_path):
+    config = tiny_config(tiny_checkpoint, dataset_root, tmp_path / "run", optimization={"max_train_steps": 1},
+                         validation={"num_samples": 1, "every_steps": 0})
+    first = run_training(config_from_dict(config))
+    assert (first.start_step, first.final_step, len(first.losses)) == (0, 1, 1) and np.isfinite(first.losses).all()
+    assert len(list((tmp_path / "run" / "validation").glob("*.png"))) == 1
+    exported = first.exported
+    trained = _pose_guider_weights(exported)
+    base = _pose_guider_weights(tiny_checkpoint)
+    assert any(not torch.equal(trained[k], base[k]) for k in base)
+    assert (exported / "unet" / WEIGHTS_NAME).read_bytes() == (tiny_checkpoint / "unet" / WEIGHTS_NAME).read_bytes()
+    assert json.loads((exported / METADATA_NAME).read_text())["structure_kind"] == "openpose"
+    assert read_structure_kind(exported) == "openpose" and read_structure_kind(tiny_checkpoint) == "densepose"
+
+    # Resume at the saved step: nothing left to do, the same weights come back out.
+    config["validation"] = {"num_samples": 0}
+    resumed = run_training(config_from_dict(config))
+    assert (resumed.start_step, resumed.final_step, resumed.losses) == (1, 1, [])
+    again = _pose_guider_weights(resumed.exported)
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+
+    # Resume and continue: 0 -> 1 -> 2 gives the weights of an uninterrupted 0 -> 2 run.
+    config["optimization"]["max_train_steps"] = 2
+    continued = run_training(config_from_dict(config))
+    straight = run_training(config_from_dict(tiny_config(tiny_checkpoint, dataset_root, tmp_path / "straight")))
+    assert (continued.start_step, continued.final_step, straight.final_step) == (1, 2, 2)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]  # total_limit 1
+    np.testing.assert_allclose(continued.losses[-1], straight.losses[-1], rtol=1e-5)
+    resumed_weights, straight_weights = _pose_guider_weights(continued.exported), _pose_guider_weights(straight.exported)
+    assert all(torch.allclose(resumed_weights[k], straight_weights[k], atol=1e-6) for k in straight_weights)
+
+    pipe = Parts2WholePipeline.from_pretrained(exported, structure_kind=read_structure_kind(exported))
+    assert pipe.structure_kind == "openpose"
+    sample = json.loads((dataset_root / "test_dwpose.jsonl").read_text().splitlines()[0])
+    references = {label: Image.open(dataset_root / path) for label, path in sample["appearance"].items()}
+    masks = {label: Image.open(dataset_root / path) for label, path in sample["mask"].items()}
+    image = pipe(references=references, masks=masks, structure=Image.open(dataset_root / sample["structure"]["dwpose"]),
+                 prompt=sample["caption"], height=SIZE, width=SIZE, num_inference_steps=2, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, SIZE, SIZE, 3) and np.isfinite(image).all()
+
+
+def test_accelerate_launch_on_cpu_runs_one_step(tiny_checkpoint, dataset_root, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    config = tiny_config(tiny_checkpoint, dataset_root, tmp_path / "launched", optimization={"max_train_steps": 1})
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "train.py"), "--config", str(config_path)]
+    environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1")
+    finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert (tmp_path / "launched" / "checkpoints" / "checkpoint-1").is_dir()
+    assert read_structure_kind(tmp_path / "launched" / "model") == "openpose"
