@@ -72,10 +72,25 @@ CSS = """
 
 INTRO = (
     f"# {APP_TITLE}\n"
-    "Upload reference images of a person's parts (at least one), a **Pose** map, and press **Generate**. "
-    "Each part's mask (the area the model looks at) is shown under it: faded pixels are ignored. "
-    "Open **Edit mask** to paint it or upload your own."
+    "Upload reference pictures of a person's parts (each optional, at least one) and a pose map, write a prompt, "
+    "then press Generate. Under each part you see the area the model will use: faded pixels are ignored. "
+    "Open *Edit mask* to paint that area or upload your own mask."
 )
+
+#: Names each upload field after its visible label (aria-label), so screen readers, and browser automation
+#: such as `page.get_by_label("Face")`, find the right one. Gradio re-creates inputs, hence the observer.
+LABEL_FILE_INPUTS_JS = """
+() => {
+  const name = () => document.querySelectorAll('input[type="file"]').forEach((input) => {
+    const block = input.closest('.block');
+    const title = block && block.querySelector('[data-testid="block-label"]');
+    const text = title && title.textContent.trim();
+    if (text && input.getAttribute('aria-label') !== text) input.setAttribute('aria-label', text);
+  });
+  new MutationObserver(name).observe(document.body, {subtree: true, childList: true});
+  name();
+}
+"""
 
 
 # ----------------------------------------------------------------------------------------- slots
@@ -523,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         studio.pipeline()  # ZeroGPU: load on CPU at start; each generation moves it to the GPU
     demo = queue(build_demo(studio))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share or None, css=CSS,
-                theme=gr.themes.Soft(), show_error=False, footer_links=["api", "gradio"])
+                theme=gr.themes.Soft(), js=LABEL_FILE_INPUTS_JS, show_error=False, footer_links=["api", "gradio"])
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ def _slot_file_input(page, label: str):
     return block.locator("input[type='file']").first
 
 
+def test_generate_without_parts_shows_a_message_not_a_traceback(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("at least one reference", exact=False).first.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    assert "Traceback" not in page.content()
+    page.close()
+
+
 def test_upload_generate_and_download_in_chromium(browser, app_url, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page_errors = []
@@ -77,9 +86,11 @@ def test_upload_generate_and_download_in_chromium(browser, app_url, tmp_path):
     page.get_by_role("button", name="Generate").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
     assert "tiny random test model" in page.locator("#tiny-model-banner").inner_text()
 
-    _slot_file_input(page, "Face").set_input_files(str(example_file("face")))
+    page.get_by_label("Face", exact=True).set_input_files(str(example_file("face")))  # upload fields are labelled
     _slot_file_input(page, "Upper-body clothes").set_input_files(str(example_file("upper_body_clothes")))
-    _slot_file_input(page, "Pose").set_input_files(str(example_file("pose")))
+    with page.expect_file_chooser() as chooser:  # the way a person does it: click the drop zone, pick a file
+        page.locator("#pose-image").get_by_text("Click to Upload").click()
+    chooser.value.set_files(str(example_file("pose")))
     # Each part shows the mask that will be used, overlaid on the picture.
     page.locator("#face-mask-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
     assert "transparency" in page.locator("#face-mask-preview").inner_text()
