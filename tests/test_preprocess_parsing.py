@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest_preprocess import FACE_CLASS, save_tiny_parser
 from parts2whole.errors import CheckpointError, Parts2WholeInputError
 from parts2whole.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UPPER, WHOLE
 from preprocess import parsing
@@ -22,58 +23,21 @@ from preprocess.parsing import (
     labels_to_part_mask,
 )
 
-FACE_CLASS = PARSER_CLASS_NAMES.index("Face")
-
-
-def _tiny_segformer(class_names, constant_class: int | None, margin: float = 20.0):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    torch.manual_seed(0)
-    config = SegformerConfig(
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        num_attention_heads=[1, 1],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-        num_labels=len(class_names),
-        id2label={index: name for index, name in enumerate(class_names)},
-        label2id={name: index for index, name in enumerate(class_names)},
-    )
-    model = SegformerForSemanticSegmentation(config).eval()
-    if constant_class is not None:  # a parser that sees `constant_class` everywhere
-        with torch.no_grad():
-            model.decode_head.classifier.weight.zero_()
-            model.decode_head.classifier.bias.fill_(0.0)
-            model.decode_head.classifier.bias[constant_class] = margin
-    return model
-
-
-def _save_tiny_parser(folder, class_names=PARSER_CLASS_NAMES, constant_class=None, margin=20.0):
-    from transformers import SegformerImageProcessor
-
-    _tiny_segformer(class_names, constant_class, margin).save_pretrained(folder)
-    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="session")
 def face_everywhere_parser_dir(tmp_path_factory):
-    return _save_tiny_parser(tmp_path_factory.mktemp("parser_face"), constant_class=FACE_CLASS)
+    return save_tiny_parser(tmp_path_factory.mktemp("parser_face"), constant_class=FACE_CLASS)
 
 
 @pytest.fixture(scope="session")
 def hesitant_face_parser_dir(tmp_path_factory):
     """Face wins everywhere, but with probability e / (e + 17) ~ 0.14."""
-    return _save_tiny_parser(tmp_path_factory.mktemp("parser_hesitant"), constant_class=FACE_CLASS, margin=1.0)
+    return save_tiny_parser(tmp_path_factory.mktemp("parser_hesitant"), constant_class=FACE_CLASS, margin=1.0)
 
 
 @pytest.fixture(scope="session")
 def random_parser_dir(tmp_path_factory):
-    return _save_tiny_parser(tmp_path_factory.mktemp("parser_random"))
+    return save_tiny_parser(tmp_path_factory.mktemp("parser_random"))
 
 
 def _photo(width=53, height=37, seed=0):
@@ -235,7 +199,7 @@ def test_rgba_photo_is_parsed_like_its_flattened_version(random_parser_dir):
 def test_parser_without_the_needed_class_names_is_refused(tmp_path):
     names = list(PARSER_CLASS_NAMES)
     names[PARSER_CLASS_NAMES.index("Sunglasses")] = "Glasses"
-    folder = _save_tiny_parser(tmp_path / "odd", class_names=tuple(names))
+    folder = save_tiny_parser(tmp_path / "odd", class_names=tuple(names))
     with pytest.raises(CheckpointError, match="Sunglasses"):
         HumanParser(folder)
 

@@ -4,15 +4,12 @@ and pure tests of the OpenPose-style rendering and the SAM seed points."""
 from __future__ import annotations
 
 import json
-import math
-import warnings
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as functional
 from PIL import Image
 
+from conftest_preprocess import export_tiny_dwpose, person_photo
 from preprocess import pose as pose_module
 from preprocess.pose import (
     FACE_POINTS,
@@ -29,72 +26,10 @@ from preprocess.pose import (
     seed_points_for_part,
 )
 
-# The tiny detector marks a stride-32 cell as a person when its 5x5-cell neighbourhood is bright,
-# with a 5-cell box centred on that cell: a bright 160x160 square (at 640 px) gives exactly one box.
-BOX_CELLS = 5
-PERSON_BRIGHTNESS_THRESHOLD = 0.7
-SHARPNESS = 50.0
-
-
-class TinyYoloxDetector(torch.nn.Module):
-    """YOLOX's ONNX signature: images (1, 3, 640, 640) raw pixels -> output (1, 8400, 85), no NMS."""
-
-    def forward(self, images):
-        brightness = images.mean(dim=1, keepdim=True) / 255.0
-        levels = []
-        for stride in (8, 16, 32):
-            cells = functional.avg_pool2d(brightness, stride)
-            if stride == 32:
-                neighbourhood = functional.avg_pool2d(cells, BOX_CELLS, stride=1, padding=BOX_CELLS // 2)
-                objectness = SHARPNESS * (neighbourhood - PERSON_BRIGHTNESS_THRESHOLD)
-            else:
-                objectness = cells * 0.0 - 20.0
-            centre = cells * 0.0 + 0.5
-            size = cells * 0.0 + math.log(BOX_CELLS)
-            classes = (cells * 0.0 - 10.0).repeat(1, 80, 1, 1)
-            classes[:, 0] = 10.0  # person
-            raw = torch.cat([centre, centre, size, size, torch.sigmoid(objectness), torch.sigmoid(classes)], dim=1)
-            levels.append(raw.flatten(2).transpose(1, 2))
-        return torch.cat(levels, dim=1)
-
-
-class TinySimccPose(torch.nn.Module):
-    """DWPose-L's ONNX signature: input (1, 3, 384, 288) -> simcc_x (1, 133, 576), simcc_y (1, 133, 768).
-
-    Every keypoint is predicted at the brightest column / row of the crop (SimCC bins are half pixels).
-    """
-
-    def forward(self, input):
-        brightness = input.mean(dim=1)  # (1, 384, 288)
-        columns = brightness.mean(dim=1, keepdim=True)  # (1, 1, 288)
-        rows = brightness.mean(dim=2).unsqueeze(1)  # (1, 1, 384)
-        simcc_x = functional.interpolate(columns, scale_factor=2.0, mode="nearest").expand(1, NUM_KEYPOINTS, 576)
-        simcc_y = functional.interpolate(rows, scale_factor=2.0, mode="nearest").expand(1, NUM_KEYPOINTS, 768)
-        return simcc_x, simcc_y
-
-
-def _export(module, example, path, input_name, output_names):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=output_names, dynamo=False)
-    return path
-
 
 @pytest.fixture(scope="module")
 def tiny_dwpose(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dwpose")
-    torch.manual_seed(0)
-    detector = _export(TinyYoloxDetector(), torch.zeros(1, 3, 640, 640), folder / "yolox_l.onnx", "images", ["output"])
-    pose = _export(TinySimccPose(), torch.zeros(1, 3, 384, 288), folder / "dw-ll_ucoco_384.onnx", "input", ["simcc_x", "simcc_y"])
-    return detector, pose
-
-
-def _person_photo():
-    """480x480: a grey 120 px 'person' square at 144..264 with a white dot at (204, 204)."""
-    photo = np.zeros((480, 480, 3), dtype=np.uint8)
-    photo[144:264, 144:264] = 200
-    photo[202:207, 202:207] = 255
-    return Image.fromarray(photo)
+    return export_tiny_dwpose(tmp_path_factory.mktemp("dwpose"))
 
 
 def test_tiny_models_have_the_real_signatures(tiny_dwpose):
@@ -109,9 +44,9 @@ def test_tiny_models_have_the_real_signatures(tiny_dwpose):
 
 def test_person_box_and_keypoints_come_back_in_photo_pixels(tiny_dwpose):
     estimator = WholeBodyPoseEstimator(*tiny_dwpose)
-    boxes = estimator.detect_people(np.asarray(_person_photo())[:, :, ::-1].copy())
+    boxes = estimator.detect_people(np.asarray(person_photo())[:, :, ::-1].copy())
     np.testing.assert_allclose(boxes, [[144, 144, 264, 264]], atol=1.0)
-    result = estimator.estimate(_person_photo())
+    result = estimator.estimate(person_photo())
     assert result.found and result.people.shape == (1, NUM_KEYPOINTS, 3)
     assert (result.width, result.height) == (480, 480)
     np.testing.assert_allclose(result.people[0, :, :2], np.full((NUM_KEYPOINTS, 2), 204.0), atol=4.0)
@@ -128,7 +63,7 @@ def test_no_person_gives_an_empty_result_and_a_black_map(tiny_dwpose):
 
 def test_pose_map_from_photo_draws_on_the_requested_size(tiny_dwpose):
     estimator = WholeBodyPoseEstimator(*tiny_dwpose)
-    pose_map, result = pose_module.pose_map_from_photo(_person_photo(), (512, 384), estimator)
+    pose_map, result = pose_module.pose_map_from_photo(person_photo(), (512, 384), estimator)
     assert pose_map.size == (384, 512) and pose_map.mode == "RGB"
     assert np.asarray(pose_map).max() > 0 and result.found
 
@@ -160,7 +95,7 @@ def test_download_fetches_both_files_from_the_dwpose_repo(tmp_path, monkeypatch,
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     estimator = WholeBodyPoseEstimator.from_hub()
     assert requested == [("yzd-v/DWPose", "yolox_l.onnx"), ("yzd-v/DWPose", "dw-ll_ucoco_384.onnx")]
-    assert estimator.estimate(_person_photo()).found
+    assert estimator.estimate(person_photo()).found
 
 
 # --- rendering ------------------------------------------------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest_preprocess import build_tiny_sam
 from parts2whole.errors import CheckpointError, Parts2WholeInputError
 from preprocess import sam as sam_module
 from preprocess.sam import (
@@ -22,35 +22,6 @@ from preprocess.sam import (
     read_state_dict,
     select_best_mask,
 )
-
-TINY_IMAGE_SIZE = 64
-
-
-def build_tiny_sam(seed: int = 0):
-    """A real ``Sam`` with a 1-block ViT encoder on 64x64 inputs (embedding grid 4x4, masks 16x16)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(seed)
-    prompt_dim, patch = 32, 16
-    grid = TINY_IMAGE_SIZE // patch
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=TINY_IMAGE_SIZE, patch_size=patch, embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0,
-            out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, window_size=0, global_attn_indexes=(0,),
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim, image_embedding_size=(grid, grid),
-            input_image_size=(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE), mask_in_chans=4,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
-            transformer_dim=prompt_dim, iou_head_depth=2, iou_head_hidden_dim=16,
-        ),
-    )
-    return sam.eval()
-
 
 @pytest.fixture(scope="module", autouse=True)
 def single_torch_thread():
