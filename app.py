@@ -310,7 +310,7 @@ def _status_line(result: studio_module.GenerationResult, studio: studio_module.S
     reuse = " · reference encoding reused" if result.reused_references else ""
     count = f"{len(result.images)} images" if len(result.images) != 1 else "1 image"
     tiny = " · tiny random model" if studio.is_tiny else ""
-    return (f"✅ **Done**: {count} in {result.seconds:.1f} s · seed **{request.seed}** · "
+    return (f"✓ **Done**: {count} in {result.seconds:.1f} s · seed **{request.seed}** · "
             f"{request.steps}/{request.steps} steps · {request.height}×{request.width}{reuse}{tiny}")
 
 
@@ -432,7 +432,7 @@ def build_demo(studio: studio_module.Studio) -> gr.Blocks:
         if examples:
             example_gallery = gr.Gallery(
                 [(example.thumbnail, example.title) for example in examples], label="Examples · click one to fill the slots",
-                columns=6, fit_columns=False, height="auto", allow_preview=False, object_fit="contain", interactive=False,
+                columns=6, fit_columns=False, height=230, allow_preview=False, object_fit="contain", interactive=False,
                 elem_id="examples", buttons=[])
 
         slots: list[PartSlot] = []

@@ -166,7 +166,8 @@ class ResolvedWeights:
     is_tiny: bool = False
     vae_path: str | None = None  # separate VAE folder (the official inference script swaps in sd-vae-ft-mse)
     revision: str | None = None
-    notice: str | None = None  # one line explaining a fallback, shown in the log and the UI
+    notice: str | None = None  # one line explaining a fallback, for the log
+    reason: str | None = None  # why the fallback happened, in a few words, for the UI banner
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -240,10 +241,10 @@ def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae
     return fetch(local_files_only=False)
 
 
-def _tiny_weights(notice: str | None = None) -> ResolvedWeights:
+def _tiny_weights(notice: str | None = None, reason: str | None = None) -> ResolvedWeights:
     folder = ensure_tiny_checkpoint()
     return ResolvedWeights(path=str(folder), name="tiny random model (weights/tiny-parts2whole)",
-                           is_tiny=True, notice=notice)
+                           is_tiny=True, notice=notice, reason=reason)
 
 
 def _looks_like_tiny(folder: Path) -> bool:
@@ -275,11 +276,12 @@ def resolve_weights(spec: str | None = None) -> ResolvedWeights:
     except Exception as error:  # noqa: BLE001 - classified just below
         if not _is_unreachable(error):
             raise CheckpointError(f"Could not get weights {repo_id!r} from the Hub: {error}") from error
-        reason = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{type(error).__name__}"
-        notice = (f"Hugging Face Hub unreachable ({reason}) and {repo_id} is not cached: "
+        cause = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{type(error).__name__}"
+        notice = (f"Hugging Face Hub unreachable ({cause}) and {repo_id} is not cached: "
                   f"falling back to the tiny random model in {weights_dir() / TINY_DIR_NAME} (outputs are noise).")
         logger.warning(notice)
-        return _tiny_weights(notice)
+        reason = f"the Hugging Face Hub could not be reached ({cause}) to download {repo_id}"
+        return _tiny_weights(notice, reason)
     name = f"{repo_id}@{revision[:7]}" if revision else repo_id
     return ResolvedWeights(path=path, name=name, vae_path=vae_path, revision=revision)
 
@@ -615,8 +617,11 @@ class Studio:
         """Markdown the UI shows above everything when outputs are not from the real model."""
         if not self.is_tiny:
             return None
-        reason = f" {self.weights.notice}" if self.weights.notice else " (chosen with `--weights tiny`)."
-        return f"⚠️ {TINY_BANNER}{reason}"
+        if self.weights.reason:
+            why = f" Why: {self.weights.reason}; start the app again with internet access to get the real weights."
+        else:
+            why = " (You chose it with `--weights tiny`.)"
+        return f"⚠️ {TINY_BANNER}{why}"
 
     def pipeline(self):
         """The loaded pipeline; the first caller loads it, concurrent callers wait for that one load."""
