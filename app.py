@@ -19,6 +19,9 @@ import uuid
 import zipfile
 from pathlib import Path
 
+if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: `spaces` must be imported before torch uses CUDA
+    import spaces  # noqa: F401
+
 import gradio as gr
 from PIL import Image, ImageChops
 

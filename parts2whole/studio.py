@@ -587,6 +587,7 @@ class Studio:
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one generation at a time per pipeline: schedulers are stateful
         self.reference_cache = ReferenceCache(cache_bytes)
+        _STUDIOS[id(self)] = self
 
     # -- what is loaded
 
@@ -654,7 +655,13 @@ class Studio:
         if not self.is_loaded:
             _report(progress, STAGE_LOADING)
         self.pipeline()
-        images, reused = _run_on_gpu(self, request, progress)
+        if self.device_choice.zero_gpu:
+            # ZeroGPU runs the call in a forked worker and pickles its arguments: pass only data, look the
+            # studio up there, and report the denoising as one stage (callbacks cannot cross processes).
+            _report(progress, STAGE_DENOISING, 0, request.steps)
+            images, reused = _run_on_zero_gpu(id(self), request)
+        else:
+            images, reused = self._generate_on_device(request, progress)
         seconds = time.perf_counter() - started
         parameters = request.parameters() | {
             "weights": self.weights.name,
@@ -707,10 +714,14 @@ class Studio:
         return list(images), reused
 
 
+#: Studios by id, so the ZeroGPU worker (a fork of this process) can find the one that called it.
+_STUDIOS: dict[int, Studio] = {}
+
+
 @gpu_task()
-def _run_on_gpu(studio: Studio, request: GenerationRequest, progress: ProgressCallback | None):
-    """The GPU part of a generation; on ZeroGPU this is the function that gets a GPU attached."""
-    return studio._generate_on_device(request, progress)
+def _run_on_zero_gpu(studio_id: int, request: GenerationRequest):
+    """The GPU part of a generation on ZeroGPU: `spaces.GPU` attaches a GPU for this call only."""
+    return _STUDIOS[studio_id]._generate_on_device(request, None)
 
 
 # --------------------------------------------------------------------------------------------- outputs

@@ -29,6 +29,10 @@ class FakePipeline:
         self.encode_calls = 0
         self.calls = []
 
+    def to(self, device):
+        self.device = device
+        return self
+
     def encode_references(self, references, masks, height, width, fusion_blocks):
         self.encode_calls += 1
         return SimpleNamespace(tensor=torch.zeros(len(references), 8), labels=tuple(references))
@@ -109,6 +113,23 @@ def test_zero_gpu_loads_on_cpu_and_moves_per_call(monkeypatch):
     monkeypatch.delenv("P2W_DEVICE", raising=False)
     choice = choose_device()
     assert choice.device == "cuda" and choice.zero_gpu
+
+
+def test_zero_gpu_generation_passes_only_data_to_the_gpu_call(monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.delenv("P2W_DEVICE", raising=False)
+    pipe = FakePipeline()
+    studio = Studio(loader=lambda weights, choice: pipe, resolver=lambda spec: FAKE_WEIGHTS)
+    calls = []
+    original = studio_module._run_on_zero_gpu
+    monkeypatch.setattr(studio_module, "_run_on_zero_gpu",
+                        lambda *args: calls.append(args) or original(*args))
+    updates = []
+    result = studio.generate(small_request(), progress=updates.append)
+    assert pipe.device == "cuda" and len(result.images) == 1
+    (studio_id, request), = calls
+    assert studio_id == id(studio) and isinstance(request, GenerationRequest)
+    assert updates[-1].stage == studio_module.STAGE_DONE
 
 
 def test_offline_falls_back_to_tiny_with_one_line_notice(monkeypatch, caplog):
