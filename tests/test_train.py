@@ -295,13 +295,15 @@ def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_check
 
 def test_accelerate_launch_on_cpu_runs_one_step(tiny_checkpoint, dataset_root, tmp_path):
     config_path = tmp_path / "tiny.yaml"
-    config = tiny_config(tiny_checkpoint, dataset_root, tmp_path / "launched", optimization={"max_train_steps": 1})
+    config = tiny_config(tiny_checkpoint, dataset_root, tmp_path / "launched", validation={"num_samples": 1},
+                         optimization={"max_train_steps": 1, "mixed_precision": "bf16"})  # autocast + validation
     config_path.write_text(json.dumps(config))  # JSON is YAML
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "train.py"), "--config", str(config_path)]
+               "--mixed_precision", "bf16", "--dynamo_backend", "no", str(REPO_ROOT / "train.py"), "--config", str(config_path)]
     environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1")
     finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert (tmp_path / "launched" / "checkpoints" / "checkpoint-1").is_dir()
     assert read_structure_kind(tmp_path / "launched" / "model") == "openpose"
+    assert len(list((tmp_path / "launched" / "validation").glob("*.png"))) == 1

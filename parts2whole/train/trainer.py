@@ -133,10 +133,15 @@ def run_training(config: TrainConfig) -> TrainingResult:
         models["unet"].enable_gradient_checkpointing()  # also frozen: the pose guider's gradient flows through it
         if "reference_unet" in trained:
             models["reference_unet"].enable_gradient_checkpointing()
-    frozen = [components[name] for name in ("vae", "text_encoder", "image_encoder")]
-    frozen += [models[name] for name in models if name not in trained]
-    for module in frozen:
-        module.to(accelerator.device, dtype=weight_dtype)
+    # The frozen encoders run in the mixed-precision dtype. The UNets and the pose guider stay float32
+    # even when frozen (autocast computes in the low precision anyway): the validation pipeline then
+    # feeds every module its own dtype without autocast, which cannot mix float16 reference features
+    # with bfloat16.
+    for name in ("vae", "text_encoder", "image_encoder"):
+        components[name].to(accelerator.device, dtype=weight_dtype)
+    for name in models:
+        if name not in trained:
+            models[name].to(accelerator.device)
 
     clip_settings = ClipImageSettings.from_config(components["feature_extractor"].to_dict())
     data = config.data
@@ -156,6 +161,9 @@ def run_training(config: TrainConfig) -> TrainingResult:
     prepared = accelerator.prepare(*(models[name] for name in trained), optimizer, loader, lr_scheduler)
     for name, module in zip(trained, prepared):
         models[name] = module
+        # Autocast is applied explicitly around the loss; the forward wrapper `prepare` adds would also
+        # autocast inside the validation pipeline, whose float16 reference features clash with bfloat16.
+        accelerator.unwrap_model(module, keep_fp32_wrapper=False)
     optimizer, loader, lr_scheduler = prepared[len(trained):]
 
     progress = TrainingProgress()
@@ -180,7 +188,7 @@ def run_training(config: TrainConfig) -> TrainingResult:
     def validate(step: int) -> None:
         if validation_dataset is None or config.validation.num_samples == 0:
             return
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad():
             pipe = _make_pipeline(components, models, accelerator, config.structure_kind)
             paths = save_validation_images(pipe, validation_dataset, output_dir / "validation", step,
                                            num_samples=config.validation.num_samples,
