@@ -5,8 +5,10 @@ The app runs as a separate process, exactly as `make run` starts it, so the test
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import tempfile
 import socket
 import subprocess
 import sys
@@ -76,3 +78,17 @@ def running_app(*args: str, log_path: Path | None = None):
             process.kill()
         if log_path:
             log.close()
+
+
+_SHARED_APP: dict[str, str] = {}
+
+
+def shared_app_url() -> str:
+    """One served app for every test module of a session (starting one costs ~15 s on two cores)."""
+    if "url" not in _SHARED_APP:
+        log_path = Path(tempfile.mkdtemp(prefix="parts2whole-test-app-")) / "app.log"
+        context = running_app(log_path=log_path)
+        _SHARED_APP["url"] = context.__enter__()
+        _SHARED_APP["log"] = str(log_path)
+        atexit.register(context.__exit__, None, None, None)
+    return _SHARED_APP["url"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app_fixtures import example_file, running_app
+from app_fixtures import example_file, shared_app_url
 
 CHROMIUM = os.environ.get("P2W_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -56,10 +56,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    log = tmp_path_factory.mktemp("browser-app") / "app.log"
-    with running_app(log_path=log) as url:
-        yield url
+def app_url():
+    return shared_app_url()
 
 
 def _slot_file_input(page, label: str):

@@ -8,16 +8,15 @@ import zipfile
 import pytest
 from PIL import Image
 
-from app_fixtures import FAST_SIZE, FAST_STEPS, example_file, running_app
+from app_fixtures import FAST_SIZE, FAST_STEPS, example_file, shared_app_url
 
 gradio_client = pytest.importorskip("gradio_client")
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    with running_app(log_path=log) as url:
-        yield gradio_client.Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    return gradio_client.Client(shared_app_url(), verbose=False,
+                                download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 def test_generate_endpoint_returns_images_and_a_reproducible_bundle(client):
