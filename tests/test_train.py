@@ -168,10 +168,11 @@ def _batch(dataset_root, tiny_checkpoint, indices=(0, 3)):
     return torch.utils.data.default_collate([dataset[i] for i in indices])
 
 
-def test_training_attention_equals_the_pipeline_attention_for_each_sample(components, dataset_root, tiny_checkpoint):
+@pytest.mark.parametrize("indices", [(0, 3), (0, 1)], ids=["absent-part", "all-parts"])
+def test_training_attention_equals_the_pipeline_attention_for_each_sample(components, dataset_root, tiny_checkpoint, indices):
     """Per-sample references with absent slots masked out compute, row by row, what the pipeline's
     shared attention computes for that sample's own references alone."""
-    models, batch = _models(components), _batch(dataset_root, tiny_checkpoint)
+    models, batch = _models(components), _batch(dataset_root, tiny_checkpoint, indices)
     present = batch["present"]
     label_embeds = encode_text(models, list(PART_LABELS))
     latents = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))

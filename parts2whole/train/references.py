@@ -99,9 +99,12 @@ class PerSampleSharedSelfAttnProcessor(SharedSelfAttnProcessor):
         query = _split_heads(attn.to_q(hidden_states), attn.heads)
         keys = _split_heads(attn.to_k(torch.cat([hidden_states, tokens], dim=1)), attn.heads)
         values = _split_heads(attn.to_v(torch.cat([hidden_states, tokens], dim=1)), attn.heads)
-        own_keys = torch.ones(hidden_states.shape[0], own, dtype=torch.bool, device=hidden_states.device)
-        key_mask = torch.cat([own_keys, reference_context.key_mask[self.block].to(hidden_states.device)], dim=1)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=key_mask[:, None, None, :])
+        reference_mask = reference_context.key_mask[self.block].to(hidden_states.device)
+        attn_mask = None  # every part present in every sample: no mask, so fused kernels stay available
+        if not bool(reference_mask.all()):
+            own_keys = torch.ones(hidden_states.shape[0], own, dtype=torch.bool, device=hidden_states.device)
+            attn_mask = torch.cat([own_keys, reference_mask], dim=1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=attn_mask)
         return _output(attn, _merge_heads(out))
 
 

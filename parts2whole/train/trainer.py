@@ -181,9 +181,12 @@ def run_training(config: TrainConfig) -> TrainingResult:
         noise_scheduler=components["scheduler"], train_reference_unet="reference_unet" in trained)
     label_embeds = encode_text(training_models, list(PART_LABELS))
     validation_dataset = None
-    if accelerator.is_main_process and (Path(data.root) / data.validation_jsonl).is_file():
-        validation_dataset = PartsToWholeDataset(data.root, data.validation_jsonl, data.structure_key, data.height, data.width,
-                                                 clip_settings, 1.0, config.validation.num_samples)
+    if accelerator.is_main_process and config.validation.num_samples:
+        if (Path(data.root) / data.validation_jsonl).is_file():
+            validation_dataset = PartsToWholeDataset(data.root, data.validation_jsonl, data.structure_key, data.height,
+                                                     data.width, clip_settings, 1.0, config.validation.num_samples)
+        else:
+            logger.warning("no validation images: %s not found", Path(data.root) / data.validation_jsonl)
 
     def validate(step: int) -> None:
         if validation_dataset is None or config.validation.num_samples == 0:
