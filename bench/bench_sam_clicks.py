@@ -53,7 +53,7 @@ def main() -> None:
     embed_ms = (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()
-    segmenter._onnx_session()  # the one-off ONNX export of the decoder (None on the torch backend)
+    backend = segmenter.prepare_decoder()  # the one-off ONNX export of the click decoder
     export_ms = (time.perf_counter() - start) * 1000
 
     state = ClickState()
@@ -67,7 +67,6 @@ def main() -> None:
 
     p90 = float(np.percentile(times_ms, 90))
     median = statistics.median(times_ms)
-    backend = "onnxruntime" if segmenter._onnx_session() is not None else "torch"
     print(f"model={args.model} device={args.device} decoder={backend} threads={torch.get_num_threads()} image={args.width}x{args.height}")
     print(f"embedding (once per image): {embed_ms:.0f} ms; decoder export (once per process): {export_ms:.0f} ms")
     print(f"per click over {args.clicks} clicks: median {median:.1f} ms, p90 {p90:.1f} ms, first {times_ms[0]:.1f} ms")

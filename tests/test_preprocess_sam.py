@@ -200,7 +200,9 @@ def test_logits_of_another_image_are_not_fed_back(tiny_sam):
 
 @pytest.fixture(scope="module")
 def onnx_segmenter(tiny_sam):
-    return SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="onnxruntime")
+    segmenter = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="onnxruntime")
+    assert segmenter.prepare_decoder() == "onnxruntime"
+    return segmenter
 
 
 @pytest.fixture(params=["torch", "onnxruntime"])
@@ -280,6 +282,7 @@ def test_failed_onnx_export_falls_back_to_torch_only_in_auto_mode(tiny_sam, monk
 
     monkeypatch.setattr(sam_module, "export_prompt_decoder", broken_export)
     auto = SamSegmenter(tiny_sam, cache=EmbeddingCache())
+    assert auto.prepare_decoder() == "torch"
     assert auto.predict(_photo(), ClickState().add_click(5, 5)).mask.size == (96, 72)
     strict = SamSegmenter(tiny_sam, cache=EmbeddingCache(), decoder_backend="onnxruntime")
     with pytest.raises(CheckpointError, match="ONNX"):
