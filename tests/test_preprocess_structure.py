@@ -84,3 +84,12 @@ def test_the_bundled_example_pose_maps_read_as_densepose():
     assert maps
     for path in maps:
         assert structure_kind_of(path) == "densepose", path
+
+
+@pytest.mark.parametrize("make, expected", [(densepose_like, "densepose"), (openpose_like, "openpose")])
+def test_jpeg_compressed_maps_keep_their_kind(make, expected):
+    import io
+
+    buffer = io.BytesIO()
+    make().save(buffer, format="JPEG", quality=70)
+    assert structure_kind_of(buffer.getvalue()) == expected
