@@ -24,7 +24,7 @@ from parts2whole.train.convert_dwpose import convert_index
 from parts2whole.train.dataset import PART_FOLDERS, PartsToWholeDataset
 from parts2whole.train.export import METADATA_NAME, read_structure_kind
 from parts2whole.train.objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
-from parts2whole.train.references import PerSampleReferences, install_training_processors, record_references
+from parts2whole.train.references import install_training_processors, record_references
 from parts2whole.train.trainer import run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -48,6 +48,12 @@ EMPTY_MASK_THRESHOLD = 1.0 / 255.0
 NUM_PART_SLOTS = len(PART_LABELS)
 
 
+def part_label(key: str) -> str:
+    """The official label of an index key: the label text itself, an alias, or a part folder name."""
+    folders = {folder: label for label, folder in PART_FOLDERS.items()}
+    return folders.get(key) or canonical_label(key)
+
+
 def read_index(path: str | Path, max_samples: int | None = None) -> list[dict]:
     """The samples of a jsonl index, checked for the fields the reader uses."""
     samples = []
@@ -114,8 +120,8 @@ class PartsToWholeDataset(Dataset):
     def references(self, index: int) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
         """The sample's reference images and masks as PIL images, keyed by official label."""
         sample = self.samples[index]
-        images = {canonical_label(label): _open_as_given(self.root / path) for label, path in sample["appearance"].items()}
-        masks = {canonical_label(label): Image.open(self.root / path) for label, path in sample.get("mask", {}).items()}
+        images = {part_label(key): _open_as_given(self.root / path) for key, path in sample["appearance"].items()}
+        masks = {part_label(key): Image.open(self.root / path) for key, path in sample.get("mask", {}).items()}
         return images, {label: mask for label, mask in masks.items() if label in images}
 
     def target_and_structure(self, index: int, rng: random.Random | None = None) -> tuple[Image.Image, Image.Image]:
