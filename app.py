@@ -63,6 +63,8 @@ MASK_PAINT_OPACITY = 0.55
 BRUSH_ADDS = "Brush adds to the used area"
 BRUSH_REMOVES = "Brush removes from it"
 MASK_THRESHOLD = 127
+#: Longest side of mask previews and of the brush canvas, in pixels.
+PREVIEW_MAX_SIDE = 768
 
 CSS = """
 .slot-card { border-radius: 12px; }
@@ -123,9 +125,19 @@ def _load_reference(path: str | None, label: str) -> Image.Image | None:
     return load_image(path, what=f"{UI_SLOT_NAMES[label].lower()} image") if path else None
 
 
-def _editor_value(image: Image.Image, mask: Image.Image) -> dict:
+def _display_size(image: Image.Image) -> Image.Image:
+    """A copy no larger than PREVIEW_MAX_SIDE: previews and the brush canvas stay fast for big photos
+    (strokes are scaled back to the full picture when they are merged into the mask)."""
+    if max(image.size) <= PREVIEW_MAX_SIDE:
+        return image
+    shown = image.copy()
+    shown.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.NEAREST if image.mode == "L" else Image.Resampling.LANCZOS)
+    return shown
+
+
+def _editor_value(overlay: Image.Image) -> dict:
     """The editor shows the current mask as the background (ignored pixels faded); strokes go on top."""
-    return {"background": studio_module.overlay_mask(image, mask), "layers": [], "composite": None}
+    return {"background": overlay, "layers": [], "composite": None}
 
 
 def _strokes(editor_value: dict | None, size: tuple[int, int]) -> Image.Image | None:
@@ -153,9 +165,10 @@ def _slot_outputs(image: Image.Image | None, explicit_mask: Image.Image | None, 
     if image is None:
         return None, gr.update(value=None, visible=False), None
     mask = explicit_mask if explicit_mask is not None else studio_module.default_mask(image)
-    preview = gr.update(value=studio_module.overlay_mask(image, mask), visible=True,
-                        label=_preview_label(mask, source))
-    return explicit_mask, preview, _editor_value(image, mask)
+    shown, shown_mask = _display_size(image), _display_size(mask)
+    overlay = studio_module.overlay_mask(shown, shown_mask)
+    preview = gr.update(value=overlay, visible=True, label=_preview_label(mask, source))
+    return explicit_mask, preview, _editor_value(overlay)
 
 
 def _default_source(image: Image.Image) -> str:
@@ -421,6 +434,7 @@ def build_demo(studio: studio_module.Studio) -> gr.Blocks:
     tiny = studio.is_tiny
     default_size = TINY_DEFAULT_SIZE if tiny else DEFAULT_SIZE
     default_steps = TINY_DEFAULT_STEPS if tiny else studio_module.DEFAULT_STEPS
+    gr.set_static_paths([EXAMPLES_DIR])  # served from assets/ as they are, never expired from the cache
     with gr.Blocks(title=APP_TITLE, delete_cache=(BUNDLE_MAX_AGE_S, BUNDLE_MAX_AGE_S)) as demo:
         session = gr.State(new_session())
         gr.Markdown(INTRO)
