@@ -14,8 +14,10 @@ pulls many unrelated annotators and points DWPose users to ``easy-dwpose``; ``ea
 ``dwpose`` (PyPI) bundle their own drawing and pin old dependencies. The pose map drawing here is
 our own, from the OpenPose keypoint and colour conventions.
 
-Conventions: images go to rtmlib in BGR order (as cv2 reads them, as DWPose's own ONNX pipeline
-feeds them). Keypoints are in the source image's pixel coordinates; a person is a (133, 3) array of
+Channel order: the detector gets BGR (YOLOX was trained on OpenCV-read images); the pose model
+gets RGB, because mmpose trained DWPose with ``bgr_to_rgb=True`` in its data preprocessor, which
+the ONNX export does not contain (rtmlib's own examples feed BGR to both; we do not).
+Keypoints are in the source image's pixel coordinates; a person is a (133, 3) array of
 (x, y, score). Indices: 0-16 COCO body, 17-22 feet, 23-90 face (68), 91-111 left hand,
 112-132 right hand.
 """
@@ -194,7 +196,7 @@ class WholeBodyPoseEstimator:
         boxes = self.detect_people(bgr)
         if len(boxes) == 0:
             return PoseResult(width, height, np.zeros((0, NUM_KEYPOINTS, 3), dtype=np.float32))
-        keypoints, scores = self.pose_model(bgr, bboxes=boxes.tolist())
+        keypoints, scores = self.pose_model(np.ascontiguousarray(rgb), bboxes=boxes.tolist())
         people = np.concatenate([keypoints, scores[..., None]], axis=-1).astype(np.float32)
         return PoseResult(width, height, people)
 

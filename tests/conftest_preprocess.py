@@ -127,11 +127,12 @@ class TinyYoloxDetector(torch.nn.Module):
 class TinySimccPose(torch.nn.Module):
     """DWPose-L's ONNX signature: input (1, 3, 384, 288) -> simcc_x (1, 133, 576), simcc_y (1, 133, 768).
 
-    Every keypoint is predicted at the brightest column / row of the crop (SimCC bins are half pixels).
+    Every keypoint is predicted at the brightest column / row of the crop's FIRST channel (SimCC
+    bins are half pixels), so a red dot is found only when the model is fed RGB.
     """
 
     def forward(self, input):
-        brightness = input.mean(dim=1)  # (1, 384, 288)
+        brightness = input[:, 0]  # (1, 384, 288)
         columns = brightness.mean(dim=1, keepdim=True)  # (1, 1, 288)
         rows = brightness.mean(dim=2).unsqueeze(1)  # (1, 1, 384)
         simcc_x = functional.interpolate(columns, scale_factor=2.0, mode="nearest").expand(1, NUM_KEYPOINTS, 576)
@@ -155,10 +156,8 @@ def export_tiny_dwpose(folder):
 
 
 def person_photo():
-    """480x480: a grey 120 px 'person' square at 144..264 with a white dot at (204, 204)."""
+    """480x480: a grey 120 px 'person' square at 144..264 with a red dot at (204, 204)."""
     photo = np.zeros((480, 480, 3), dtype=np.uint8)
     photo[144:264, 144:264] = 200
-    photo[202:207, 202:207] = 255
+    photo[202:207, 202:207] = (255, 0, 0)
     return Image.fromarray(photo)
-
-

@@ -53,6 +53,26 @@ def test_person_box_and_keypoints_come_back_in_photo_pixels(tiny_dwpose):
     assert (result.people[0, :, 2] > 0.3).all()
 
 
+def test_pose_model_is_fed_rgb_and_detector_bgr(tiny_dwpose, monkeypatch):
+    estimator = WholeBodyPoseEstimator(*tiny_dwpose)
+    seen = {}
+    detector, pose_model = estimator.detector, estimator.pose_model
+
+    def recording_detector(image):
+        seen["detector"] = image.copy()
+        return detector(image)
+
+    def recording_pose_model(image, bboxes):
+        seen["pose"] = image.copy()
+        return pose_model(image, bboxes)
+
+    monkeypatch.setattr(estimator, "detector", recording_detector)
+    monkeypatch.setattr(estimator, "pose_model", recording_pose_model)
+    assert estimator.estimate(person_photo()).found
+    assert tuple(seen["pose"][204, 204]) == (255, 0, 0)  # RGB
+    assert tuple(seen["detector"][204, 204]) == (0, 0, 255)  # BGR
+
+
 def test_no_person_gives_an_empty_result_and_a_black_map(tiny_dwpose):
     estimator = WholeBodyPoseEstimator(*tiny_dwpose)
     result = estimator.estimate(Image.new("RGB", (300, 200)))
