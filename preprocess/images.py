@@ -31,6 +31,7 @@ result says so in ``note``; with a different aspect ratio it cannot be aligned a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -330,3 +331,11 @@ def is_empty_mask(mask: Image.Image, threshold: int = MASK_THRESHOLD, min_pixels
     """True when fewer than ``min_pixels`` pixels are inside the mask (nothing was selected)."""
     values = np.asarray(to_mask(mask))
     return int((values > threshold).sum()) < min_pixels
+
+
+def pixel_hash(image: Image.Image) -> str:
+    """Content key of an image (mode, size and pixels), for caches keyed by what the image shows."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
