@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: `spaces` must be imported before torch uses CUDA
@@ -33,6 +35,8 @@ from preprocess.images import load_image, load_mask
 logger = logging.getLogger("parts2whole.app")
 
 APP_TITLE = "Parts2Whole studio"
+#: Optional module with the preprocessing UI tools (see UiExtensions).
+EXTENSIONS_MODULE = "preprocess.ui"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
@@ -121,6 +125,34 @@ class PartSlot:
         return self.label.replace(" ", "_")
 
 
+SlotTool = Callable[[PartSlot], None]
+PoseTool = Callable[[gr.Image], None]
+
+
+@dataclasses.dataclass
+class UiExtensions:
+    """Where preprocessing features plug into the UI without changing its layout.
+
+    `preprocess/ui.py`, when it exists, may define SLOT_TOOLS (functions called with each PartSlot inside
+    its "Edit mask" section: add an "Automatic mask" button, listen to `slot.preview.select` for
+    click-to-refine, write `slot.mask` and refresh with `slot_updates`) and POSE_TOOLS (functions called
+    with the Pose image under it, e.g. "Make a pose map from a photo").
+    """
+
+    slot_tools: list[SlotTool] = dataclasses.field(default_factory=list)
+    pose_tools: list[PoseTool] = dataclasses.field(default_factory=list)
+
+
+def load_extensions() -> UiExtensions:
+    try:
+        module = importlib.import_module(EXTENSIONS_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != EXTENSIONS_MODULE:
+            raise
+        return UiExtensions()
+    return UiExtensions(list(getattr(module, "SLOT_TOOLS", [])), list(getattr(module, "POSE_TOOLS", [])))
+
+
 def _load_reference(path: str | None, label: str) -> Image.Image | None:
     return load_image(path, what=f"{UI_SLOT_NAMES[label].lower()} image") if path else None
 
@@ -169,6 +201,10 @@ def _slot_outputs(image: Image.Image | None, explicit_mask: Image.Image | None, 
     overlay = studio_module.overlay_mask(shown, shown_mask)
     preview = gr.update(value=overlay, visible=True, label=_preview_label(mask, source))
     return explicit_mask, preview, _editor_value(overlay)
+
+
+#: Public name for extensions: (mask, preview, editor) updates showing `image` with `mask` (None = its alpha).
+slot_updates = _slot_outputs
 
 
 def _default_source(image: Image.Image) -> str:
@@ -225,7 +261,7 @@ def make_slot_handlers(label: str):
     return on_reference_change, on_mask_upload, on_mask_painted, on_mask_reset
 
 
-def build_slot(label: str) -> PartSlot:
+def build_slot(label: str, slot_tools: Sequence[SlotTool] = ()) -> PartSlot:
     name = UI_SLOT_NAMES[label]
     key = label.replace(" ", "_")
     with gr.Column(elem_id=f"slot-{key}", elem_classes=["slot-card"], min_width=200):
@@ -248,7 +284,10 @@ def build_slot(label: str) -> PartSlot:
                 mask_upload = gr.UploadButton("Upload mask", file_types=["image"], size="sm",
                                               elem_id=f"{key}-mask-upload")
                 mask_reset = gr.Button("Reset mask", size="sm", elem_id=f"{key}-mask-reset")
-    return PartSlot(label, image, mask, preview, editor, brush_mode, mask_upload, mask_reset)
+            slot = PartSlot(label, image, mask, preview, editor, brush_mode, mask_upload, mask_reset)
+            for tool in slot_tools:
+                tool(slot)  # preprocessing tools add their buttons here and wire their events
+    return slot
 
 
 def wire_slot(slot: PartSlot) -> None:
@@ -429,8 +468,9 @@ def make_example_loader(examples: list[Example]):
 # ----------------------------------------------------------------------------------------- layout
 
 
-def build_demo(studio: studio_module.Studio) -> gr.Blocks:
+def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = None) -> gr.Blocks:
     """The whole UI around one studio. Nothing per-user lives outside `gr.State`."""
+    extensions = load_extensions() if extensions is None else extensions
     tiny = studio.is_tiny
     default_size = TINY_DEFAULT_SIZE if tiny else DEFAULT_SIZE
     default_steps = TINY_DEFAULT_STEPS if tiny else studio_module.DEFAULT_STEPS
@@ -459,10 +499,12 @@ def build_demo(studio: studio_module.Studio) -> gr.Blocks:
                 for row_labels in (PART_LABELS[:3], PART_LABELS[3:]):
                     with gr.Row(equal_height=False):
                         for label in row_labels:
-                            slots.append(build_slot(label))
+                            slots.append(build_slot(label, extensions.slot_tools))
             with gr.Column(scale=2):
                 pose = gr.Image(label="Pose", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                 height=260, elem_id="pose-image", buttons=["fullscreen"])
+                for tool in extensions.pose_tools:
+                    tool(pose)
                 gr.Markdown("The pose map is a DensePose rendering of the body (coloured parts on black), "
                             "which is what the released model reads.", elem_id="pose-help")
                 prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="prompt",
