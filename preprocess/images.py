@@ -81,7 +81,9 @@ def load_rgb(source: ImageSource, *, what: str = "image", background: tuple[int,
 
 
 def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Composite an ``RGBA`` image over a solid colour; other images are returned converted to ``RGB``."""
+    """Composite an ``RGBA`` image over a solid colour; other images are returned as ``RGB``."""
+    if image.mode == "RGB":
+        return image
     if image.mode != "RGBA":
         return image.convert("RGB")
     canvas = Image.new("RGB", image.size, background)

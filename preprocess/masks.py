@@ -22,7 +22,7 @@ CONNECTIVITY = 8
 
 def mask_to_image(mask: np.ndarray) -> Image.Image:
     """Boolean (H, W) array -> ``L`` image with 0 / 255."""
-    return Image.fromarray(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
+    return Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * np.uint8(255))
 
 
 def image_to_mask(image: Image.Image, threshold: int = 127) -> np.ndarray:
