@@ -60,10 +60,13 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from . import studio
 
-    parser = _OneLineErrorParser(prog=PROG, description="Parts2Whole: portraits from reference parts.")
+    parser = _OneLineErrorParser(
+        prog=PROG, description="Parts2Whole: full-body portraits from reference images of a person's parts.",
+        epilog=f"Start with: {PROG} generate --help   (the web app: python app.py)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
     generate = commands.add_parser(
         "generate", help="generate portrait(s) from part images and a pose map",
+        usage="%(prog)s --PART IMAGE [--PART IMAGE ...] --pose IMAGE [--prompt TEXT] [-o OUT.png] [options]",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     parts = generate.add_argument_group("reference parts (at least one)")
@@ -74,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     for label in PART_LABELS:
         masks.add_argument(f"--mask-{option_name(label)}", dest=f"mask_{label}", metavar="MASK",
                            help=f"mask for the {UI_SLOT_NAMES[label].lower()} image")
-    generate.add_argument("--pose", "--structure", dest="pose", metavar="IMAGE", required=True,
-                          help="pose map: a DensePose image of the body (required)")
+    structure = generate.add_argument_group("pose (required)")
+    structure.add_argument("--pose", "--structure", dest="pose", metavar="IMAGE", required=True,
+                           help="pose map: a DensePose image of the body, coloured parts on black")
 
     settings = generate.add_argument_group("settings")
     settings.add_argument("--prompt", default="", help='text describing the person, e.g. "a man in a red shirt"')
