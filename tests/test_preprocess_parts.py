@@ -104,3 +104,15 @@ def test_no_person_and_no_part_asks_for_a_click(models):
 def test_pose_fallback_can_be_switched_off(models):
     selection = select_part(person_photo(), "shoes", parser=models["confident"], segmenter=models["sam"], use_pose_fallback=False)
     assert selection.source == "none"
+
+
+def test_unavailable_pose_weights_fall_back_to_asking_for_a_click(models, monkeypatch):
+    from parts2whole.errors import CheckpointError
+    from preprocess import pose
+
+    def offline():
+        raise CheckpointError("Could not download yolox_l.onnx")
+
+    monkeypatch.setattr(pose, "get_pose_estimator", offline)
+    selection = select_part(person_photo(), "shoes", parser=models["confident"], segmenter=models["sam"])
+    assert selection.source == "none" and "No shoes found" in selection.message
