@@ -133,3 +133,35 @@ def test_example_gallery_fills_the_slots(browser, app_url):
     assert page.locator("#face-image img").count() == 1
     assert page.locator("#prompt textarea").input_value()
     page.close()
+
+
+def test_mask_can_be_uploaded_and_painted(browser, app_url, tmp_path):
+    from PIL import Image
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.get_by_label("Face", exact=True).set_input_files(str(example_file("face")))
+    preview_label = page.locator("#face-mask-preview [data-testid='block-label']")
+    preview_label.get_by_text("from transparency").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+    page.locator("#face-mask-tools").click()  # open "Edit mask"
+    top_half = Image.new("L", (256, 256), 0)
+    top_half.paste(255, (0, 0, 256, 128))
+    top_half.save(tmp_path / "mask.png")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#face-mask-upload").click()
+    chooser.value.set_files(str(tmp_path / "mask.png"))
+    preview_label.get_by_text("50% of the image · uploaded mask").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+
+    canvas = page.locator("#face-mask-editor canvas").first
+    canvas.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.75
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + box["width"] * 0.4, y, steps=12)
+    page.mouse.up()
+    preview_label.get_by_text("painted").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    painted_share = int(re.search(r"(\d+)%", preview_label.inner_text()).group(1))
+    assert painted_share > 50  # the stroke added to the used area
+    page.close()
