@@ -214,7 +214,8 @@ def labels_to_part_mask(label_map: np.ndarray, label: str, class_ids: dict[str, 
 def download_parser(repo_id: str = PARSER_REPO_ID, *, revision: str = PARSER_REVISION) -> Path:
     """Folder with the parser's config, preprocessor config and weights, downloaded on first use."""
     target = weights_dir() / PARSER_WEIGHTS_SUBFOLDER
-    if (target / "config.json").is_file() and any((target / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+    has_configs = all((target / name).is_file() for name in PARSER_CONFIG_FILES)
+    if has_configs and any((target / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         return target
     from huggingface_hub import hf_hub_download
 
