@@ -19,6 +19,7 @@ import re
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -715,7 +716,7 @@ class Studio:
 
 
 #: Studios by id, so the ZeroGPU worker (a fork of this process) can find the one that called it.
-_STUDIOS: dict[int, Studio] = {}
+_STUDIOS: weakref.WeakValueDictionary[int, Studio] = weakref.WeakValueDictionary()
 
 
 @gpu_task()
