@@ -137,6 +137,30 @@ def test_dataset_gives_pipeline_preprocessed_tensors_per_part_slot(dataset_root,
     assert not dataset[len(dataset) - 1]["present"][PART_LABELS.index("shoes")]  # the sample without shoes
 
 
+def test_download_extracts_the_zips_in_place_and_refuses_escaping_members(tmp_path, monkeypatch):
+    import zipfile
+
+    import huggingface_hub
+
+    from parts2whole.train.dataset import download_dataset
+
+    def fake_snapshot_download(repo_id, repo_type, local_dir, revision, allow_patterns):
+        assert repo_id == "huanngzh/DeepFashion-MultiModal-Parts2Whole" and repo_type == "dataset"
+        assert "images.zip" in allow_patterns and "densepose.zip" not in allow_patterns
+        with zipfile.ZipFile(Path(local_dir) / "images.zip", "w") as bundle:
+            bundle.writestr("images/MEN-Denim-id_00000265-01_1_front.jpg", b"jpeg")
+        (Path(local_dir) / "train.jsonl").write_text("{}\n")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    download_dataset(tmp_path)
+    assert (tmp_path / "images" / "MEN-Denim-id_00000265-01_1_front.jpg").read_bytes() == b"jpeg"
+    with zipfile.ZipFile(tmp_path / "face.zip", "w") as bundle:
+        bundle.writestr("../outside.jpg", b"x")
+    with pytest.raises(ValueError, match="escapes"):
+        download_dataset(tmp_path)
+    assert not (tmp_path.parent / "outside.jpg").exists()
+
+
 def test_config_rejects_unknown_settings_and_modules():
     with pytest.raises(ValueError, match="unknown setting"):
         config_from_dict({"optimization": {"learning_rat": 1.0}})

@@ -109,6 +109,9 @@ class PartsToWholeDataset(Dataset):
         self.height, self.width = height, width
         self.clip_settings = clip_settings
         self.min_crop_fraction = min_crop_fraction
+        if self.samples and not (self.root / self.samples[0]["target"]).is_file():
+            raise FileNotFoundError(f"{self.root / self.samples[0]['target']} not found: paths in {jsonl} are relative to "
+                                    f"{self.root}, where the zips must be extracted (images/, face/, ...)")
         for number, sample in enumerate(self.samples[:1]):
             if structure_key not in sample.get("structure", {}):
                 raise KeyError(f"{index}: sample {number} has no structure map {structure_key!r} "
