@@ -25,7 +25,7 @@ from parts2whole.train.dataset import PART_FOLDERS, PartsToWholeDataset
 from parts2whole.train.export import METADATA_NAME, read_structure_kind
 from parts2whole.train.objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
 from parts2whole.train.references import install_training_processors, record_references
-from parts2whole.train.trainer import run_training
+from parts2whole.train.trainer import export_training_state, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # training resolution of the tests (latents 8 x 8)
@@ -304,6 +304,10 @@ def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_check
     assert (continued.start_step, continued.final_step, straight.final_step) == (1, 2, 2)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2"]  # total_limit 1
     np.testing.assert_allclose(continued.losses[-1], straight.losses[-1], rtol=1e-5)
+    state_export = export_training_state(config_from_dict(config), tmp_path / "run" / "checkpoints" / "checkpoint-2", tmp_path / "from-state")
+    from_state = _pose_guider_weights(state_export)
+    assert all(torch.equal(from_state[k], v) for k, v in _pose_guider_weights(continued.exported).items())
+    assert json.loads((state_export / METADATA_NAME).read_text())["training_steps"] == 2
     resumed_weights, straight_weights = _pose_guider_weights(continued.exported), _pose_guider_weights(straight.exported)
     assert all(torch.allclose(resumed_weights[k], straight_weights[k], atol=1e-6) for k in straight_weights)
 

@@ -5,7 +5,8 @@ images, and an exported checkpoint in the official layout at the end.
     accelerate launch train.py --config configs/train-openpose-pose-guider.yaml
 
 Output folder: checkpoints/checkpoint-<step>/ (training states for resuming), validation/ (images),
-logs/, config.yaml (the resolved settings) and model/ (the exported checkpoint).
+logs/, config.yaml (the resolved settings) and model/ (the exported checkpoint). Any training state can
+be exported later: `python train.py --config <recipe> --export-state <output_dir>/checkpoints/checkpoint-<step>`.
 """
 
 from __future__ import annotations
@@ -253,6 +254,31 @@ def run_training(config: TrainConfig) -> TrainingResult:
     return result
 
 
+def _state_weights_name(index: int) -> str:
+    """accelerate's file name for the index-th prepared model of a training state."""
+    return "model.safetensors" if index == 0 else f"model_{index}.safetensors"
+
+
+def export_training_state(config: TrainConfig, state: str | Path, destination: str | Path) -> Path:
+    """Export an intermediate training state (checkpoints/checkpoint-<step>) in the official layout,
+    e.g. the step whose validation images look best."""
+    from safetensors.torch import load_file
+
+    from ..loading import load_state_dict_strict
+
+    state = Path(state)
+    base_folder = resolve_checkpoint(config.base_checkpoint)
+    components = load_components(base_folder, use_decoupled_cross_attn=True, torch_dtype=torch.float32)
+    for index, name in enumerate(config.optimization.modules):
+        load_state_dict_strict(components[name], load_file(str(state / _state_weights_name(index))), f"{name} of {state}")
+    return export_checkpoint(
+        destination, base_folder, unet=components["unet"], reference_unet=components["reference_unet"],
+        pose_guider=components["pose_guider"], trained_modules=list(config.optimization.modules),
+        structure_kind=config.structure_kind,
+        training_info={"base_checkpoint": config.base_checkpoint, "training_steps": _checkpoint_step(state),
+                       "structure_key": config.data.structure_key, "resolution": [config.data.height, config.data.width]})
+
+
 def _parse_override(text: str) -> tuple[str, object]:
     key, separator, value = text.partition("=")
     if not separator:
@@ -265,8 +291,16 @@ def main(argv: list[str] | None = None) -> TrainingResult:
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/train-openpose-pose-guider.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
                         help="override one setting, e.g. --set optimization.max_train_steps=100 (repeatable)")
+    parser.add_argument("--export-state", default=None, metavar="DIR",
+                        help="instead of training, export this training state (checkpoints/checkpoint-<step>) ...")
+    parser.add_argument("--export-to", default=None, metavar="DIR", help="... to this folder (default: <state>-model)")
     args = parser.parse_args(argv)
-    return run_training(load_config(args.config, dict(args.overrides)))
+    config = load_config(args.config, dict(args.overrides))
+    if args.export_state:
+        exported = export_training_state(config, args.export_state, args.export_to or f"{Path(args.export_state)}-model")
+        print(f"exported {args.export_state} to {exported}")
+        return TrainingResult(start_step=0, final_step=0, exported=exported)
+    return run_training(config)
 
 
 if __name__ == "__main__":
