@@ -77,6 +77,7 @@ CSS = """
 #tiny-model-banner p { margin: 0; color: #5b4300; }
 #generate-button { min-height: 52px; font-size: 1.1em; }
 #run-status p { margin: 0; }
+.brush-hint p { margin: 0; font-size: 0.9em; }
 """
 
 INTRO = (
@@ -189,7 +190,7 @@ def _strokes(editor_value: dict | None, size: tuple[int, int]) -> Image.Image | 
 
 
 def _preview_label(mask: Image.Image, source: str) -> str:
-    return f"Used area · {studio_module.mask_coverage(mask):.0%} of the image · {source}"
+    return f"Used area {studio_module.mask_coverage(mask):.0%} · {source}"
 
 
 def _slot_outputs(image: Image.Image | None, explicit_mask: Image.Image | None, source: str):
@@ -208,7 +209,7 @@ slot_updates = _slot_outputs
 
 
 def _default_source(image: Image.Image) -> str:
-    return "from transparency" if image.mode == "RGBA" else "whole image (no transparency)"
+    return "transparency" if image.mode == "RGBA" else "whole picture"
 
 
 def _user_error(error: Exception) -> gr.Error:
@@ -237,7 +238,7 @@ def make_slot_handlers(label: str):
             raise _user_error(error) from None
         if loaded.note:
             gr.Info(loaded.note)
-        return _slot_outputs(image, loaded.mask, "uploaded mask")
+        return _slot_outputs(image, loaded.mask, "uploaded")
 
     def on_mask_painted(editor_value: dict | None, image_path: str | None, mask_path: str | None, mode: str):
         """Merge the strokes into the mask (add or remove), then show the result and clear the strokes."""
@@ -272,12 +273,14 @@ def build_slot(label: str, slot_tools: Sequence[SlotTool] = ()) -> PartSlot:
         mask = gr.Image(label=f"{name} mask", type="filepath", image_mode="L", visible=False, format="png",
                         elem_id=f"{key}-mask")
         with gr.Accordion("Edit mask", open=False, elem_id=f"{key}-mask-tools"):
+            gr.Markdown("Paint over the picture: the used area updates after each stroke.",
+                        elem_classes=["brush-hint"])
             editor = gr.ImageEditor(
-                label="Paint on the part, then see the used area update", type="pil", image_mode="RGBA", sources=[],
+                label="Brush", show_label=False, type="pil", image_mode="RGBA", sources=[],
                 transforms=[], layers=False,
                 brush=gr.Brush(colors=[(MASK_PAINT_COLOUR, MASK_PAINT_OPACITY)],
                                default_color=(MASK_PAINT_COLOUR, MASK_PAINT_OPACITY), color_mode="fixed"),
-                format="png", height=320, elem_id=f"{key}-mask-editor", buttons=[])
+                format="png", height=260, elem_id=f"{key}-mask-editor", buttons=[])
             brush_mode = gr.Radio([BRUSH_ADDS, BRUSH_REMOVES], value=BRUSH_ADDS, show_label=False,
                                   elem_id=f"{key}-brush-mode")
             with gr.Row():

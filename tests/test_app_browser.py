@@ -142,7 +142,7 @@ def test_mask_can_be_uploaded_and_painted(browser, app_url, tmp_path):
     page.goto(app_url, timeout=PAGE_LOAD_TIMEOUT_MS)
     page.get_by_label("Face", exact=True).set_input_files(str(example_file("face")))
     preview_label = page.locator("#face-mask-preview [data-testid='block-label']")
-    preview_label.get_by_text("from transparency").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    preview_label.get_by_text("transparency").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
 
     page.locator("#face-mask-tools").click()  # open "Edit mask"
     top_half = Image.new("L", (256, 256), 0)
@@ -151,7 +151,7 @@ def test_mask_can_be_uploaded_and_painted(browser, app_url, tmp_path):
     with page.expect_file_chooser() as chooser:
         page.locator("#face-mask-upload").click()
     chooser.value.set_files(str(tmp_path / "mask.png"))
-    preview_label.get_by_text("50% of the image · uploaded mask").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    preview_label.get_by_text("50% · uploaded").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
 
     canvas = page.locator("#face-mask-editor canvas").first
     canvas.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
