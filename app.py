@@ -592,10 +592,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every local request
     args = parse_args(argv)
     studio = studio_module.get_studio(args.weights, device=args.device, dtype=args.dtype)
     weights = studio.weights  # resolve now: downloads, or one line saying why the tiny model is used
-    print(f"Weights: {weights.name}" + (" (tiny random model: outputs are noise)" if weights.is_tiny else ""), flush=True)
+    print(f"Weights: {weights.name}" + (" - outputs are noise, not portraits" if weights.is_tiny else ""), flush=True)
     if studio.device_choice.zero_gpu:
         studio.pipeline()  # ZeroGPU: load on CPU at start; each generation moves it to the GPU
     demo = queue(build_demo(studio))
