@@ -27,7 +27,7 @@ $(TEST_STAMP): requirements-test.txt $(RUNTIME_STAMP)
 venv: $(RUNTIME_STAMP)
 
 run: $(RUNTIME_STAMP)
-	$(BIN)/python app.py
+	$(BIN)/python app.py $(ARGS)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest

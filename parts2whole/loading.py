@@ -63,7 +63,7 @@ def resolve_checkpoint(path_or_hub_id: str | Path, *, revision: str | None = Non
                 if (use_decoupled_cross_attn or p != DECOUPLED_WEIGHTS_NAME) and (with_vae or p != "vae/*")]
     from huggingface_hub import snapshot_download
 
-    logger.info("Downloading %s@%s (cache: %s)", repo_id, revision or "main", cache_dir or "HF cache")
+    logger.info("Fetching %s@%s from the Hub or its local cache (%s)", repo_id, revision or "main", cache_dir or "HF cache")
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir,
                                   local_files_only=local_files_only))
 
