@@ -184,18 +184,24 @@ class EmbeddingCache:
         with self._lock:
             self._entries[key] = embedding
             self._entries.move_to_end(key)
-            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.nbytes > self.max_bytes):
+            while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._held_bytes() > self.max_bytes):
                 self._entries.popitem(last=False)
+
+    def _held_bytes(self) -> int:
+        return sum(entry.nbytes for entry in self._entries.values())
 
     @property
     def nbytes(self) -> int:
-        return sum(entry.nbytes for entry in self._entries.values())
+        with self._lock:
+            return self._held_bytes()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        with self._lock:
+            return key in self._entries
 
 
 # --- prediction -----------------------------------------------------------------------------------
