@@ -217,6 +217,25 @@ def test_training_attention_equals_the_pipeline_attention_for_each_sample(compon
             torch.testing.assert_close(batched[row:row + 1], alone, atol=1e-5, rtol=0)
 
 
+def test_references_record_through_a_distributed_wrapper(components):
+    """Under `accelerate launch` on several GPUs the reference UNet is wrapped in DDP, whose module names
+    carry a "module." prefix; recording must still find every block."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        reference_unet = components["reference_unet"].requires_grad_(True)
+        wrapped = DistributedDataParallel(reference_unet, find_unused_parameters=True)
+        present = torch.tensor([[True, False, False, False, False, True]])
+        references = record_references(wrapped, torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32), torch.ones(2, 1, SIZE, SIZE),
+                                       present, "full")
+        assert len(references.features) == 16
+    finally:
+        components["reference_unet"].requires_grad_(False)
+        dist.destroy_process_group()
+
+
 def test_loss_is_finite_and_decreases_on_a_repeated_batch(components, dataset_root, tiny_checkpoint):
     models, batch = _models(components), _batch(dataset_root, tiny_checkpoint)
     pose_guider = models.pose_guider.requires_grad_(True)
@@ -308,6 +327,9 @@ def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_check
     from_state = _pose_guider_weights(state_export)
     assert all(torch.equal(from_state[k], v) for k, v in _pose_guider_weights(continued.exported).items())
     assert json.loads((state_export / METADATA_NAME).read_text())["training_steps"] == 2
+    config["optimization"] |= {"modules": ["pose_guider", "unet"], "max_train_steps": 3}
+    with pytest.raises(ValueError, match="saved while training"):  # its optimizer state would not fit
+        run_training(config_from_dict(config))
     resumed_weights, straight_weights = _pose_guider_weights(continued.exported), _pose_guider_weights(straight.exported)
     assert all(torch.allclose(resumed_weights[k], straight_weights[k], atol=1e-6) for k in straight_weights)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from torch.nn import functional as F
 
@@ -66,7 +67,8 @@ def record_references(reference_unet: nn.Module, latents: torch.Tensor, label_em
     batch, slots = present.shape
     if not bool(present.any()):
         return None
-    recorder = TrainingReferenceRecorder(self_attention_blocks(reference_unet, fusion_blocks), masks)
+    # Block names come from the bare model: a DDP wrapper would prefix them with "module.".
+    recorder = TrainingReferenceRecorder(self_attention_blocks(extract_model_from_parallel(reference_unet), fusion_blocks), masks)
     timesteps = torch.full((latents.shape[0],), REFERENCE_TIMESTEP, device=latents.device, dtype=torch.long)
     try:
         reference_unet(latents, timesteps, encoder_hidden_states=label_embeds,

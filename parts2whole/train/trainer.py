@@ -12,6 +12,7 @@ be exported later: `python train.py --config <recipe> --export-state <output_dir
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import shutil
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_FOLDER = "checkpoints"
 CHECKPOINT_PREFIX = "checkpoint-"
 EXPORT_FOLDER = "model"
+#: Written into every training state: the trainable modules, in the order accelerate saved them.
+STATE_MODULES_NAME = "parts2whole_training.json"
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -82,6 +85,16 @@ def find_resume_state(output_dir: Path, resume: str | None) -> Path | None:
     return states[-1] if states else None
 
 
+def _check_state_modules(state: Path, trained: list[str]) -> None:
+    """Refuse to resume a state saved for other trainable modules (its optimizer would not fit)."""
+    record = state / STATE_MODULES_NAME
+    if record.is_file():
+        saved = json.loads(record.read_text())["modules"]
+        if saved != trained:
+            raise ValueError(f"{state} was saved while training {saved}, not {trained}: use another output_dir "
+                             "or set checkpointing.resume to null")
+
+
 def _prune_states(output_dir: Path, total_limit: int | None) -> None:
     if total_limit is None:
         return
@@ -118,6 +131,9 @@ def run_training(config: TrainConfig) -> TrainingResult:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_seed(optimization.seed)
+    resume_from = find_resume_state(output_dir, config.checkpointing.resume)
+    if resume_from is not None:
+        _check_state_modules(resume_from, trained)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -169,7 +185,6 @@ def run_training(config: TrainConfig) -> TrainingResult:
 
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
-    resume_from = find_resume_state(output_dir, config.checkpointing.resume)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         logger.info("resumed from %s at step %d", resume_from, progress.step)
@@ -229,8 +244,10 @@ def run_training(config: TrainConfig) -> TrainingResult:
             result.losses.append(step_loss)
             accelerator.log({"train_loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=progress.step)
             if progress.step % config.checkpointing.every_steps == 0 or progress.step == optimization.max_train_steps:
-                accelerator.save_state(str(output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{progress.step}"))
+                state_dir = output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{progress.step}"
+                accelerator.save_state(str(state_dir))
                 if accelerator.is_main_process:
+                    (state_dir / STATE_MODULES_NAME).write_text(json.dumps({"modules": trained}) + "\n")
                     _prune_states(output_dir, config.checkpointing.total_limit)
             if config.validation.every_steps and progress.step % config.validation.every_steps == 0 \
                     and progress.step < optimization.max_train_steps and accelerator.is_main_process:
