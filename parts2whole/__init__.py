@@ -1,8 +1,15 @@
-"""parts2whole: customized full-body portraits from part references (Parts2Whole on diffusers)."""
+"""parts2whole: customized full-body portraits from part references (Parts2Whole on diffusers).
+
+The pipeline (torch, diffusers, transformers) is imported on first use, so light modules such as
+`parts2whole.errors` and `parts2whole.labels` stay cheap to import (preprocess/ and the CLI's --help use them).
+"""
+
+from importlib import import_module
 
 from .errors import CheckpointError, Parts2WholeInputError
 from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
-from .pipeline import Parts2WholePipeline, Parts2WholePipelineOutput, ReferenceEncoding
+
+_LAZY = {"Parts2WholePipeline": ".pipeline", "Parts2WholePipelineOutput": ".pipeline", "ReferenceEncoding": ".pipeline"}
 
 __all__ = [
     "CheckpointError",
@@ -14,3 +21,9 @@ __all__ = [
     "ReferenceEncoding",
     "canonical_label",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
