@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ CHECKPOINT_PREFIX = "checkpoint-"
 EXPORT_FOLDER = "model"
 #: Written into every training state: the trainable modules, in the order accelerate saved them.
 STATE_MODULES_NAME = "parts2whole_training.json"
+#: The console gets the mean loss, the learning rate and the speed every this many steps.
+LOG_EVERY_STEPS = 50
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -221,6 +224,7 @@ def run_training(config: TrainConfig) -> TrainingResult:
     updates_per_epoch = math.ceil(len(loader) / optimization.gradient_accumulation_steps)
     result = TrainingResult(start_step=start_step, final_step=start_step)
     epoch = progress.step // updates_per_epoch
+    window_start = time.perf_counter()
     while progress.step < optimization.max_train_steps:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
@@ -243,6 +247,12 @@ def run_training(config: TrainConfig) -> TrainingResult:
             step_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
             result.losses.append(step_loss)
             accelerator.log({"train_loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=progress.step)
+            if progress.step % LOG_EVERY_STEPS == 0 and accelerator.is_main_process:
+                recent = result.losses[-LOG_EVERY_STEPS:]
+                seconds = (time.perf_counter() - window_start) / len(recent)
+                logger.info("step %d/%d  loss %.4f  lr %.2e  %.2f s/step", progress.step, optimization.max_train_steps,
+                            sum(recent) / len(recent), lr_scheduler.get_last_lr()[0], seconds)
+                window_start = time.perf_counter()
             if progress.step % config.checkpointing.every_steps == 0 or progress.step == optimization.max_train_steps:
                 state_dir = output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{progress.step}"
                 accelerator.save_state(str(state_dir))
