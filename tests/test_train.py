@@ -142,7 +142,7 @@ def test_download_extracts_the_zips_in_place_and_refuses_escaping_members(tmp_pa
 
     import huggingface_hub
 
-    from parts2whole.train.dataset import download_dataset
+    from parts2whole.train.dataset import download_dataset, resolve_dataset_root
 
     def fake_snapshot_download(repo_id, repo_type, local_dir, revision, allow_patterns):
         assert repo_id == "huanngzh/DeepFashion-MultiModal-Parts2Whole" and repo_type == "dataset"
@@ -152,7 +152,7 @@ def test_download_extracts_the_zips_in_place_and_refuses_escaping_members(tmp_pa
         (Path(local_dir) / "train.jsonl").write_text("{}\n")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    download_dataset(tmp_path)
+    assert resolve_dataset_root("huanngzh/DeepFashion-MultiModal-Parts2Whole", download_to=tmp_path) == tmp_path
     assert (tmp_path / "images" / "MEN-Denim-id_00000265-01_1_front.jpg").read_bytes() == b"jpeg"
     with zipfile.ZipFile(tmp_path / "face.zip", "w") as bundle:
         bundle.writestr("../outside.jpg", b"x")

@@ -23,7 +23,9 @@ MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 class DataConfig:
     """Where the DeepFashion-MultiModal-Parts2Whole layout lives and how samples are shaped."""
 
-    #: A local folder in the dataset's layout (images/, face/, ..., train.jsonl).
+    #: A local folder in the dataset's layout (images/, face/, ..., train.jsonl), or the Hub dataset id
+    #: "huanngzh/DeepFashion-MultiModal-Parts2Whole" (downloaded to data/ on first use). Training on our
+    #: DWPose maps needs the converter's output (dwpose/, *_dwpose.jsonl) in that folder.
     root: str = "data/DeepFashion-MultiModal-Parts2Whole"
     #: Index files, relative to `root`. The `*_dwpose.jsonl` files are written by
     #: `python -m parts2whole.train.convert_dwpose`.

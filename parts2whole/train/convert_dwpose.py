@@ -80,7 +80,8 @@ def convert_index(root: str | Path, source_jsonl: str, output_jsonl: str, estima
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render DWPose/OpenPose-style maps for DeepFashion-MultiModal-Parts2Whole.")
-    parser.add_argument("--root", default="data/DeepFashion-MultiModal-Parts2Whole")
+    parser.add_argument("--root", default="data/DeepFashion-MultiModal-Parts2Whole",
+                        help="the dataset folder, or huanngzh/DeepFashion-MultiModal-Parts2Whole to download it first")
     parser.add_argument("--split", nargs="+", default=["train", "test"], help="index names: <split>.jsonl -> <split>_dwpose.jsonl")
     parser.add_argument("--device", default="cpu", help="onnxruntime device for DWPose: cpu or cuda")
     parser.add_argument("--limit", type=int, default=None, help="convert only the first N samples of each index")
@@ -88,9 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from preprocess.pose import WholeBodyPoseEstimator
 
+    from .dataset import resolve_dataset_root
+
+    root = resolve_dataset_root(args.root)
     estimator = WholeBodyPoseEstimator.from_hub(device=args.device)
     for split in args.split:
-        report = convert_index(args.root, f"{split}.jsonl", f"{split}_{DWPOSE_KEY}.jsonl", estimator,
+        report = convert_index(root, f"{split}.jsonl", f"{split}_{DWPOSE_KEY}.jsonl", estimator,
                                limit=args.limit, overwrite=args.overwrite)
         print(f"{split}: {report}")
 

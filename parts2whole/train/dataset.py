@@ -46,6 +46,8 @@ TRAINING_DOWNLOAD_PATTERNS = ["*.jsonl", "images.zip", *(f"{folder}.zip" for fol
 #: Masks below this maximum (out of 1) are treated as an absent part: the pipeline refuses empty masks too.
 EMPTY_MASK_THRESHOLD = 1.0 / 255.0
 NUM_PART_SLOTS = len(PART_LABELS)
+#: Where `data.root: huanngzh/DeepFashion-MultiModal-Parts2Whole` is downloaded to.
+DEFAULT_DOWNLOAD_FOLDER = "data/DeepFashion-MultiModal-Parts2Whole"
 
 
 def part_label(key: str) -> str:
@@ -198,11 +200,19 @@ def download_dataset(dest: str | Path, patterns: list[str] | None = None, revisi
     return dest
 
 
+def resolve_dataset_root(root: str | Path, download_to: str | Path = DEFAULT_DOWNLOAD_FOLDER) -> Path:
+    """A local dataset folder: `root` itself, or, when `root` is the Hub dataset id, its download in
+    `download_to` (fetched and extracted on first use; tens of GB)."""
+    if str(root) == HUB_DATASET_ID:
+        return download_dataset(download_to)
+    return Path(root)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=f"Download and extract {HUB_DATASET_ID}.")
-    parser.add_argument("--dest", default="data/DeepFashion-MultiModal-Parts2Whole")
+    parser.add_argument("--dest", default=DEFAULT_DOWNLOAD_FOLDER)
     parser.add_argument("--all", action="store_true", help="also densepose/, openpose/ and segm/ (several GB more)")
     parser.add_argument("--revision", default=None)
     args = parser.parse_args(argv)

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "generate":
         from ..image_processing import ClipImageSettings
         from ..pipeline import Parts2WholePipeline
-        from .dataset import PartsToWholeDataset
+        from .dataset import PartsToWholeDataset, resolve_dataset_root
         from .export import read_structure_kind
 
         checkpoint = Path(args.checkpoint)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         pipe = Parts2WholePipeline.from_pretrained(args.checkpoint, torch_dtype=DTYPES[args.dtype],
                                                    structure_kind=structure_kind).to(args.device)
         pipe.set_progress_bar_config(disable=True)
-        dataset = PartsToWholeDataset(args.data_root, args.jsonl, args.structure_key, args.height, args.width,
+        dataset = PartsToWholeDataset(resolve_dataset_root(args.data_root), args.jsonl, args.structure_key, args.height, args.width,
                                       ClipImageSettings.from_config(pipe.feature_extractor.to_dict()))
         folders = generate_pairs(pipe, dataset, Path(args.output), num_samples=args.num_samples,
                                  num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed)

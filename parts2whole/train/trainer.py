@@ -32,7 +32,7 @@ from ..labels import PART_LABELS
 from ..loading import load_components, resolve_checkpoint
 from ..pipeline import Parts2WholePipeline
 from .config import TrainConfig, config_to_dict, load_config
-from .dataset import PartsToWholeDataset
+from .dataset import PartsToWholeDataset, resolve_dataset_root
 from .export import export_checkpoint
 from .objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
 from .references import install_training_processors
@@ -143,6 +143,7 @@ def run_training(config: TrainConfig) -> TrainingResult:
 
     with accelerator.main_process_first():
         base_folder = resolve_checkpoint(config.base_checkpoint)
+        data_root = resolve_dataset_root(config.data.root)
     components = load_components(base_folder, use_decoupled_cross_attn=True, torch_dtype=torch.float32)
     weight_dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
     models = {name: components[name] for name in ("unet", "reference_unet", "pose_guider")}
@@ -165,7 +166,7 @@ def run_training(config: TrainConfig) -> TrainingResult:
 
     clip_settings = ClipImageSettings.from_config(components["feature_extractor"].to_dict())
     data = config.data
-    dataset = PartsToWholeDataset(data.root, data.train_jsonl, data.structure_key, data.height, data.width, clip_settings,
+    dataset = PartsToWholeDataset(data_root, data.train_jsonl, data.structure_key, data.height, data.width, clip_settings,
                                   data.min_crop_fraction, data.max_samples)
     loader = DataLoader(dataset, batch_size=optimization.batch_size, shuffle=True, drop_last=True,
                         num_workers=data.num_workers, pin_memory=torch.cuda.is_available())
@@ -201,11 +202,11 @@ def run_training(config: TrainConfig) -> TrainingResult:
     label_embeds = encode_text(training_models, list(PART_LABELS))
     validation_dataset = None
     if accelerator.is_main_process and config.validation.num_samples:
-        if (Path(data.root) / data.validation_jsonl).is_file():
-            validation_dataset = PartsToWholeDataset(data.root, data.validation_jsonl, data.structure_key, data.height,
+        if (data_root / data.validation_jsonl).is_file():
+            validation_dataset = PartsToWholeDataset(data_root, data.validation_jsonl, data.structure_key, data.height,
                                                      data.width, clip_settings, 1.0, config.validation.num_samples)
         else:
-            logger.warning("no validation images: %s not found", Path(data.root) / data.validation_jsonl)
+            logger.warning("no validation images: %s not found", data_root / data.validation_jsonl)
 
     def validate(step: int) -> None:
         if validation_dataset is None or config.validation.num_samples == 0:
