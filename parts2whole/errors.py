@@ -7,3 +7,11 @@ class Parts2WholeInputError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded as it is (missing, unexpected or mis-shaped tensors, unsafe files)."""
+
+
+class GenerationOutOfMemory(Parts2WholeInputError):
+    """The device (GPU) or the computer ran out of memory; a smaller size or fewer parts/images fits."""
+
+
+class GenerationCancelled(Exception):
+    """The person stopped the generation (or left): the work was abandoned and the model is free again."""

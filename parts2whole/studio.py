@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import CheckpointError, Parts2WholeInputError
+from . import validation
+from .errors import CheckpointError, GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
 from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
 
 logger = logging.getLogger("parts2whole.studio")
@@ -338,6 +340,47 @@ def normalise_image(image: Image.Image) -> Image.Image:
 # --------------------------------------------------------------------------------------------- requests
 
 
+def _pil_image(value, what: str) -> Image.Image:
+    if not isinstance(value, Image.Image):
+        raise Parts2WholeInputError(
+            f"{what} must be a PIL image, got {type(value).__name__}; "
+            "open files with preprocess.images.load_image (it also checks them).")
+    if value.width < 1 or value.height < 1:
+        raise Parts2WholeInputError(f"{what} is empty (0 pixels).")
+    if value.width * value.height > validation.MAX_IMAGE_PIXELS:
+        raise Parts2WholeInputError(
+            f"{what} is {value.width}x{value.height}, above the limit of "
+            f"{validation.MAX_IMAGE_PIXELS // 1_000_000} megapixels; scale it down.")
+    return value
+
+
+def _number(value, name: str) -> float:
+    """A finite number (int, float or numpy scalar; numeric text from forms is accepted too)."""
+    if isinstance(value, bool):
+        raise Parts2WholeInputError(f"{name} must be a number, got {value!r}.")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise Parts2WholeInputError(f"{name} must be a number, got {value!r}.") from None
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise Parts2WholeInputError(f"{name} must be a number, got {type(value).__name__}.")
+    number = float(value)
+    if not math.isfinite(number):
+        raise Parts2WholeInputError(f"{name} must be a finite number, got {value!r}.")
+    return number
+
+
+def _whole_number(value, name: str) -> int:
+    """A whole number: 30 or 30.0 pass (sliders send floats), 2.5 and "many" are refused."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    number = _number(value, name)
+    if not number.is_integer():
+        raise Parts2WholeInputError(f"{name} must be a whole number, got {value!r}.")
+    return int(number)
+
+
 @dataclasses.dataclass
 class GenerationRequest:
     """Everything one generation needs; `seed=None` means "pick one" (the result records which)."""
@@ -357,6 +400,12 @@ class GenerationRequest:
 
     def validated(self) -> GenerationRequest:
         """A copy with canonical labels, checked sizes and numbers; raises Parts2WholeInputError if unfixable."""
+        if not isinstance(self.references, Mapping):
+            raise Parts2WholeInputError(
+                "references must map part labels to images, e.g. {'face': face_image}; "
+                f"got {type(self.references).__name__}.")
+        if self.masks is not None and not isinstance(self.masks, Mapping):
+            raise Parts2WholeInputError(f"masks must map part labels to mask images; got {type(self.masks).__name__}.")
         references: dict[str, Image.Image] = {}
         for label, image in self.references.items():
             if image is None:
@@ -364,7 +413,7 @@ class GenerationRequest:
             key = canonical_label(label)
             if key in references:
                 raise Parts2WholeInputError(f"Two images were given for {key!r}; give one per part.")
-            references[key] = normalise_image(image)
+            references[key] = normalise_image(_pil_image(image, f"The {key!r} image"))
         if not references:
             raise Parts2WholeInputError(
                 "Add at least one reference image (face, hair or headwear, clothes or shoes).")
@@ -377,33 +426,55 @@ class GenerationRequest:
             key = canonical_label(label)
             if key not in references:
                 raise Parts2WholeInputError(f"A mask was given for {key!r} but no image for that part.")
-            fitted = fit_mask(ImageOps.exif_transpose(mask), references[key])
+            mask = ImageOps.exif_transpose(_pil_image(mask, f"The mask for {key!r}"))
+            image = references[key]
+            if abs((mask.width / mask.height) / (image.width / image.height) - 1.0) > validation.MASK_ASPECT_TOLERANCE:
+                raise Parts2WholeInputError(
+                    f"The mask for {key!r} is {mask.width}x{mask.height} but its image is {image.width}x{image.height}, "
+                    "a different shape: use the mask made for this image.")
+            fitted = fit_mask(mask, image)
             if fitted.getextrema()[1] == 0:
                 raise Parts2WholeInputError(f"The mask for {key!r} is empty: paint the area of the part to use.")
             masks[key] = fitted
         if self.structure is None:
             raise Parts2WholeInputError("Add a pose map (the structure image the person is drawn on).")
-        for name, side in (("Height", self.height), ("Width", self.width)):
-            if not isinstance(side, (int, np.integer)) or side % SIZE_MULTIPLE or not MIN_SIDE <= side <= MAX_SIDE:
+        structure = _pil_image(self.structure, "The pose map")
+        height = _whole_number(self.height, "Height")
+        width = _whole_number(self.width, "Width")
+        for name, side in (("Height", height), ("Width", width)):
+            if side % SIZE_MULTIPLE or not MIN_SIDE <= side <= MAX_SIDE:
                 raise Parts2WholeInputError(
                     f"{name} must be a multiple of {SIZE_MULTIPLE} between {MIN_SIDE} and {MAX_SIDE}, got {side}.")
-        if not 1 <= int(self.steps) <= MAX_STEPS:
-            raise Parts2WholeInputError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
-        if not 1 <= int(self.num_images) <= MAX_IMAGES:
-            raise Parts2WholeInputError(f"Number of images must be between 1 and {MAX_IMAGES}.")
+        steps = _whole_number(self.steps, "Steps")
+        if not 1 <= steps <= MAX_STEPS:
+            raise Parts2WholeInputError(f"Steps must be between 1 and {MAX_STEPS}, got {steps}.")
+        num_images = _whole_number(self.num_images, "Number of images")
+        if not 1 <= num_images <= MAX_IMAGES:
+            raise Parts2WholeInputError(f"Number of images must be between 1 and {MAX_IMAGES}, got {num_images}.")
         if self.fusion_blocks not in FUSION_BLOCK_CHOICES:
             raise Parts2WholeInputError(f"Fusion blocks must be one of {', '.join(FUSION_BLOCK_CHOICES)}.")
-        if float(self.guidance_scale) < 0:
-            raise Parts2WholeInputError("Guidance must not be negative.")
-        seed = self.seed
-        if seed is not None and not 0 <= int(seed) <= MAX_SEED:
-            raise Parts2WholeInputError(f"Seed must be between 0 and {MAX_SEED}.")
+        guidance = _number(self.guidance_scale, "Guidance")
+        if not 0 <= guidance <= validation.MAX_GUIDANCE:
+            raise Parts2WholeInputError(f"Guidance must be between 0 and {validation.MAX_GUIDANCE:g}, got {guidance:g}.")
+        seed = None if self.seed is None else _whole_number(self.seed, "Seed")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise Parts2WholeInputError(f"Seed must be between 0 and {MAX_SEED}, got {seed}.")
+        for name, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
+            if text is not None and not isinstance(text, str):
+                raise Parts2WholeInputError(f"{name} must be text, got {type(text).__name__}.")
         ordered = {label: references[label] for label in PART_LABELS if label in references}
         return dataclasses.replace(
-            self, references=ordered, masks=masks, structure=ImageOps.exif_transpose(self.structure).convert("RGB"),
-            seed=None if seed is None else int(seed), steps=int(self.steps), num_images=int(self.num_images),
-            guidance_scale=float(self.guidance_scale), height=int(self.height), width=int(self.width),
+            self, references=ordered, masks=masks, structure=ImageOps.exif_transpose(structure).convert("RGB"),
+            seed=seed, steps=steps, num_images=num_images, guidance_scale=guidance, height=height, width=width,
             prompt=self.prompt or "", negative_prompt=self.negative_prompt or "")
+
+    def notes(self, pipe=None) -> list[str]:
+        """What was adjusted on the way (a pose map stretched, a prompt cut to the text encoder's context)."""
+        notes = [validation.structure_note(self.structure, self.height, self.width)]
+        truncation_note = getattr(pipe, "prompt_truncation_note", None)
+        if truncation_note is not None:
+            notes.append(truncation_note(self.prompt))
+        return [note for note in notes if note]
 
     def parameters(self) -> dict[str, Any]:
         """The settings that, with the same inputs and weights, reproduce the result (JSON-ready)."""
@@ -429,6 +500,7 @@ class GenerationResult:
     parameters: dict[str, Any]  # request parameters plus model, device and timing
     reused_references: bool
     seconds: float
+    notes: list[str] = dataclasses.field(default_factory=list)  # what was adjusted (pose stretched, prompt cut)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -646,8 +718,14 @@ class Studio:
 
     # -- generation
 
-    def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None) -> GenerationResult:
-        """Validate, encode references (or reuse them), denoise and decode, reporting each stage."""
+    def generate(self, request: GenerationRequest, progress: ProgressCallback | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> GenerationResult:
+        """Validate, encode references (or reuse them), denoise and decode, reporting each stage.
+
+        `cancelled` is polled before each stage and denoising step: when it returns True the work stops
+        with `GenerationCancelled` and the model is free for the next request. Running out of memory
+        raises `GenerationOutOfMemory` (a `Parts2WholeInputError` whose message suggests a smaller size).
+        """
         started = time.perf_counter()
         _report(progress, STAGE_PREPROCESSING)
         request = request.validated()
@@ -655,14 +733,26 @@ class Studio:
             request = dataclasses.replace(request, seed=secrets.randbelow(MAX_SEED + 1))
         if not self.is_loaded:
             _report(progress, STAGE_LOADING)
-        self.pipeline()
-        if self.device_choice.zero_gpu:
-            # ZeroGPU runs the call in a forked worker and pickles its arguments: pass only data, look the
-            # studio up there, and report the denoising as one stage (callbacks cannot cross processes).
-            _report(progress, STAGE_DENOISING, 0, request.steps)
-            images, reused = _run_on_zero_gpu(id(self), request)
-        else:
-            images, reused = self._generate_on_device(request, progress)
+        pipe = self.pipeline()
+        notes = request.notes(pipe)
+        for note in notes:
+            logger.info(note)
+        try:
+            if self.device_choice.zero_gpu:
+                # ZeroGPU runs the call in a forked worker and pickles its arguments: pass only data, look the
+                # studio up there, and report the denoising as one stage (callbacks cannot cross processes).
+                _check_cancelled(cancelled)
+                _report(progress, STAGE_DENOISING, 0, request.steps)
+                images, reused = _run_on_zero_gpu(id(self), request)
+            else:
+                images, reused = self._generate_on_device(request, progress, cancelled)
+        except (GenerationCancelled, Parts2WholeInputError):
+            raise
+        except BaseException as error:
+            if not is_out_of_memory(error):
+                raise
+            free_memory()
+            raise GenerationOutOfMemory(out_of_memory_message(request, self.device_choice.device)) from None
         seconds = time.perf_counter() - started
         parameters = request.parameters() | {
             "weights": self.weights.name,
@@ -674,14 +764,16 @@ class Studio:
         }
         _report(progress, STAGE_DONE)
         return GenerationResult(images=images, request=request, parameters=parameters,
-                                reused_references=reused, seconds=seconds)
+                                reused_references=reused, seconds=seconds, notes=notes)
 
-    def _generate_on_device(self, request: GenerationRequest, progress: ProgressCallback | None):
+    def _generate_on_device(self, request: GenerationRequest, progress: ProgressCallback | None,
+                            cancelled: Callable[[], bool] | None = None):
         import torch
 
         pipe = self.pipeline()
         choice = self.device_choice
         with self._run_lock:
+            _check_cancelled(cancelled)  # stopped while waiting for the model: do not start
             if choice.zero_gpu:
                 pipe.to(choice.device)
             key = reference_key(self._model_identity(), request)
@@ -698,8 +790,11 @@ class Studio:
             _report(progress, STAGE_DENOISING, 0, request.steps)
 
             def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+                _check_cancelled(cancelled)  # raising here leaves the denoising loop and frees the lock
                 _report(progress, STAGE_DENOISING, step_index + 1, request.steps)
                 return callback_kwargs
+
+            _check_cancelled(cancelled)
 
             generator = torch.Generator(device="cpu").manual_seed(request.seed)
             output = pipe(
@@ -713,6 +808,47 @@ class Studio:
             _report(progress, STAGE_DECODING)
             images = pipe.decode_latents(output.images, output_type="pil")
         return list(images), reused
+
+
+def _check_cancelled(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise GenerationCancelled("The generation was stopped.")
+
+
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                        "failed to allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA/MPS/CPU allocation failures (torch reports some as RuntimeError with a telling text)."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ in {"OutOfMemoryError", "OutOfMemory"}:  # torch.cuda.OutOfMemoryError and kin
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error).lower() for text in _OUT_OF_MEMORY_TEXTS)
+
+
+def free_memory() -> None:
+    """Give the memory of an abandoned generation back, so the next request has room."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - freeing is best effort
+        logger.debug("could not empty the CUDA cache", exc_info=True)
+
+
+def out_of_memory_message(request: GenerationRequest, device: str) -> str:
+    where = "the GPU" if str(device).startswith(("cuda", "mps")) else "the computer"
+    parts = len(request.references)
+    images = f"{request.num_images} images" if request.num_images != 1 else "1 image"
+    return (f"Out of memory on {where} while generating {images} of {request.height}x{request.width} from "
+            f"{parts} part{'s' if parts != 1 else ''}. Try a smaller output size (e.g. 512x384), fewer images "
+            "or fewer parts, then generate again.")
 
 
 #: Studios by id, so the ZeroGPU worker (a fork of this process) can find the one that called it.
