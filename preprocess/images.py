@@ -41,9 +41,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from parts2whole.errors import Parts2WholeInputError
+# The pixel limit and the mask shape tolerance are the validation layer's (defined once, quoted here):
+# MAX_IMAGE_PIXELS is the largest accepted image in pixels (width * height); above it the pixels are
+# never decoded. MASK_ASPECT_TOLERANCE is the relative aspect-ratio difference under which a mask of
+# another size is resized to its image.
+from parts2whole.validation import MASK_ASPECT_TOLERANCE, MAX_IMAGE_PIXELS
 
-#: Largest accepted image, in pixels (width * height). Above this the pixels are never decoded.
-MAX_IMAGE_PIXELS = 40_000_000
 #: Smallest accepted side, in pixels. Models downscale to 224..1024; below this nothing is left.
 MIN_IMAGE_SIDE = 8
 #: Largest accepted ratio of long side to short side.
@@ -54,8 +57,6 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 #: Mask pixels above this (0..255) count as "inside".
 MASK_THRESHOLD = 127
-#: Relative aspect-ratio difference under which a mask of another size is resized to its image.
-MASK_ASPECT_TOLERANCE = 0.02
 
 #: What the loaders accept.
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, Image.Image]
