@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from .errors import CheckpointError, Parts2WholeInputError
 from .labels import PART_LABELS, UI_SLOT_NAMES
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+#: Set to 1 to get the full traceback of an unexpected failure (by default: one line).
+DEBUG_ENV = "P2W_DEBUG"
 DEFAULT_OUTPUT = "outputs/parts2whole.png"
 PROG = "python -m parts2whole"
 
@@ -163,14 +167,17 @@ def run_generate(args: argparse.Namespace) -> int:
             print("Note: the tiny random model draws noise, not portraits.", file=sys.stderr)
     result = studio.generate(request, progress=_progress_printer(args.quiet))
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     paths = output_paths(output, len(result.images))
-    for image, path in zip(result.images, paths):
-        image.save(path)
     parameters = result.parameters | {"outputs": [path.name for path in paths],
                                       "inputs": _input_record(args)}
     json_path = output.with_suffix(".json")
-    json_path.write_text(studio_module.parameters_json(parameters))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        for image, path in zip(result.images, paths):
+            image.save(path)
+        json_path.write_text(studio_module.parameters_json(parameters))
+    except OSError as error:
+        raise Parts2WholeInputError(f"Cannot write {output} ({error.strerror or error}); choose another -o path.") from None
     for path in [*paths, json_path]:
         print(path)
     return EXIT_OK
@@ -204,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an environment problem: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes"}:
+            raise
+        print(f"{PROG} {args.command}: failed ({type(error).__name__}): {_one_line(error)[:500]} "
+              f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _one_line(error: BaseException) -> str:
