@@ -132,7 +132,6 @@ def run_training(config: TrainConfig) -> TrainingResult:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=handlers,
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_seed(optimization.seed)
     resume_from = find_resume_state(output_dir, config.checkpointing.resume)
     if resume_from is not None:
@@ -323,6 +322,7 @@ def main(argv: list[str] | None = None) -> TrainingResult:
                         help="instead of training, export this training state (checkpoints/checkpoint-<step>) ...")
     parser.add_argument("--export-to", default=None, metavar="DIR", help="... to this folder (default: <state>-model)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, dict(args.overrides))
     if args.export_state:
         exported = export_training_state(config, args.export_state, args.export_to or f"{Path(args.export_state)}-model")
