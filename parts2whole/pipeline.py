@@ -68,7 +68,9 @@ class Parts2WholePipeline(DiffusionPipeline):
     the shared UNet's `conv_in`.
     """
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->reference_unet->pose_guider->unet->vae"
+    #: The order the models first run in a call (`enable_model_cpu_offload` unloads each model when the next
+    #: one in this chain starts), so at most two large models share the GPU at any time.
+    model_cpu_offload_seq = "vae->text_encoder->reference_unet->image_encoder->pose_guider->unet"
 
     def __init__(self, vae, text_encoder, tokenizer, image_encoder, feature_extractor, unet, reference_unet,
                  pose_guider, scheduler, structure_kind: str = DEFAULT_STRUCTURE_KIND):
@@ -123,7 +125,7 @@ class Parts2WholePipeline(DiffusionPipeline):
         """CLIP text embeddings (len(texts), 77, D): padded and truncated to the tokenizer's context."""
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
-        ids = tokens.input_ids.to(self.text_encoder.device)
+        ids = tokens.input_ids.to(self._execution_device)
         return self.text_encoder(ids).last_hidden_state
 
     @torch.no_grad()
@@ -141,7 +143,7 @@ class Parts2WholePipeline(DiffusionPipeline):
             validation.check_empty_mask(label, float(mask.max()), from_alpha=label not in given_masks)
             pixels.append(pixel)
             subject_masks.append(mask)
-        device, dtype = self.unet.device, self._compute_dtype
+        device, dtype = self._execution_device, self._compute_dtype
 
         vae_input = torch.cat(pixels).to(device=device, dtype=self.vae.dtype)
         latents = self.vae.encode(vae_input).latent_dist.mean * self.vae.config.scaling_factor
@@ -179,11 +181,11 @@ class Parts2WholePipeline(DiffusionPipeline):
     def _initial_latents(self, latents, generator, num_images: int, height: int, width: int) -> torch.Tensor:
         shape = (num_images, self.unet.config.in_channels, height // 8, width // 8)
         if latents is None:
-            return randn_tensor(shape, generator=generator, device=self.unet.device, dtype=torch.float32)
+            return randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
         latents = torch.as_tensor(np.asarray(latents) if not isinstance(latents, torch.Tensor) else latents)
         if tuple(latents.shape) != shape:
             raise Parts2WholeInputError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
-        return latents.to(device=self.unet.device, dtype=torch.float32)
+        return latents.to(device=self._execution_device, dtype=torch.float32)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -232,11 +234,13 @@ class Parts2WholePipeline(DiffusionPipeline):
                 reference_encoding = self.encode_references(references, masks, height, width, fusion_blocks)
             elif (reference_encoding.height, reference_encoding.width, reference_encoding.fusion_blocks) != (height, width, fusion_blocks):
                 raise Parts2WholeInputError("The cached reference encoding was made for another size or fusion set.")
-            return self._generate(reference_encoding, structure, settings, height, width, latents, generator,
-                                  callback_on_step_end, callback_on_step_end_tensor_inputs)
+            output = self._generate(reference_encoding, structure, settings, height, width, latents, generator,
+                                    callback_on_step_end, callback_on_step_end_tensor_inputs)
+            self.maybe_free_model_hooks()  # with model CPU offload: every model back to the CPU after a call
+            return output
 
     def _generate(self, encoding, structure, settings, height, width, latents, generator, callback, callback_inputs):
-        device, dtype = self.unet.device, self._compute_dtype
+        device, dtype = self._execution_device, self._compute_dtype
         guided = settings.guidance_scale > 1
         num_images = settings.num_images_per_prompt
         texts = [settings.negative_prompt, settings.prompt] if guided else [settings.prompt]
