@@ -28,7 +28,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from parts2whole import studio as studio_module
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
 from preprocess.images import load_image, load_mask
 
@@ -368,8 +368,38 @@ def _status_line(result: studio_module.GenerationResult, studio: studio_module.S
     reuse = " · reference encoding reused" if result.reused_references else ""
     count = f"{len(result.images)} images" if len(result.images) != 1 else "1 image"
     tiny = " · tiny random model" if studio.is_tiny else ""
+    notes = "".join(f"  \nℹ️ {note}" for note in getattr(result, "notes", []))
     return (f"✓ **Done**: {count} in {result.seconds:.1f} s · seed **{request.seed}** · "
-            f"{request.steps}/{request.steps} steps · {request.height}×{request.width}{reuse}{tiny}")
+            f"{request.steps}/{request.steps} steps · {request.height}×{request.width}{reuse}{tiny}{notes}")
+
+
+def _cancel_check() -> Callable[[], bool]:
+    """A function telling whether the Gradio event running this handler was cancelled (the Stop button,
+    or the browser/client went away), so a generation stops at the next step and frees the model.
+    Outside a queued Gradio event (tests, scripts) it always says no."""
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        jobs = getattr(getattr(blocks, "_queue", None), "active_jobs", None)
+    except Exception:  # noqa: BLE001 - another Gradio version: no cancellation, never a false one
+        return lambda: False
+
+    def find():
+        for job in list(jobs or ()):
+            for event in job or ():
+                if getattr(event, "_id", None) == event_id:
+                    return event
+        return None
+
+    if not event_id or jobs is None or find() is None:
+        return lambda: False
+
+    def cancelled() -> bool:
+        event = find()
+        return event is None or not getattr(event, "alive", True)
+
+    return cancelled
 
 
 def make_generate(studio: studio_module.Studio):
@@ -411,9 +441,12 @@ def make_generate(studio: studio_module.Studio):
             def report(update: studio_module.ProgressUpdate) -> None:
                 progress(update.fraction, desc=update.text)
 
-            result = studio.generate(request, progress=report)
-        except (Parts2WholeInputError, CheckpointError) as error:
+            result = studio.generate(request, progress=report, cancelled=_cancel_check())
+        except (Parts2WholeInputError, CheckpointError) as error:  # also out of memory: "try a smaller size"
             raise _user_error(error) from None
+        except GenerationCancelled:
+            logger.info("generation stopped")
+            raise gr.Error("Stopped. Press Generate to start again.", title="Stopped", print_exception=False) from None
         except gr.Error:
             raise
         except Exception as error:  # a bug or an environment problem: log it, show one line
@@ -532,7 +565,9 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
                                              value=studio_module.DEFAULT_FUSION_BLOCKS, label="Fusion blocks",
                                              info="UNet blocks that look at the parts: full (closest) or midup",
                                              elem_id="fusion-blocks")
-                generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                with gr.Row():
+                    generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=4)
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=1, min_width=80)
                 status = gr.Markdown("", label="Status", elem_id="run-status")
                 result = gr.Gallery(label="Result", columns=2, height=420, object_fit="contain", format="png",
                                     elem_id="result-gallery", buttons=["download", "fullscreen"], interactive=False)
@@ -553,7 +588,7 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
             generate_inputs += [slot.image, slot.mask]
         generate_inputs += [pose, prompt, negative_prompt, seed, randomize_seed, steps, guidance, size, num_images,
                             fusion_blocks, session]
-        generate_button.click(make_generate(studio), generate_inputs, [result, bundle, status, session, last_seed],
+        generated = generate_button.click(make_generate(studio), generate_inputs, [result, bundle, status, session, last_seed],
                               api_name="generate", concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
                               show_progress_on=[result])
 
@@ -564,12 +599,30 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
             return seed_value, False
 
         reuse_seed.click(reuse, session, [seed, randomize_seed], api_visibility="private", concurrency_limit=None)
+        # Stop cancels the running (or waiting) generation; the handler sees it and frees the model.
+        stop_button.click(None, None, None, cancels=[generated], api_visibility="private", queue=False)
     return demo
 
 
+#: Largest upload the server accepts (Gradio refuses bigger files before they reach a handler).
+MAX_UPLOAD_MB = 50
+#: Gradio's worker threads for all handlers (the GPU queue is limited separately, see GPU_CONCURRENCY).
+MAX_THREADS = 40
+
+
 def queue(demo: gr.Blocks) -> gr.Blocks:
-    """GPU work waits in line, one at a time; cheap UI events (mask previews) run beside it."""
+    """GPU work waits in line, GPU_CONCURRENCY at a time (MAX_QUEUE_SIZE may wait; more are turned away
+    with "queue full"); cheap UI events (mask previews) have no limit and run beside it."""
     return demo.queue(default_concurrency_limit=GPU_CONCURRENCY, max_size=MAX_QUEUE_SIZE)
+
+
+def launch_kwargs(args: argparse.Namespace) -> dict:
+    """How the app is served: uploads capped at MAX_UPLOAD_MB, errors as one-line messages (never a
+    traceback), and nothing served outside Gradio's cache and assets/ (no `allowed_paths`); the cache is
+    cleaned by the Blocks' `delete_cache`."""
+    return dict(server_name=args.host, server_port=args.port, share=args.share or None, css=CSS,
+                theme=gr.themes.Soft(), js=LABEL_FILE_INPUTS_JS, show_error=False, footer_links=["api", "gradio"],
+                max_file_size=f"{MAX_UPLOAD_MB}mb", max_threads=MAX_THREADS)
 
 
 # ----------------------------------------------------------------------------------------- entry point
@@ -600,8 +653,7 @@ def main(argv: list[str] | None = None) -> None:
     if studio.device_choice.zero_gpu:
         studio.pipeline()  # ZeroGPU: load on CPU at start; each generation moves it to the GPU
     demo = queue(build_demo(studio))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share or None, css=CSS,
-                theme=gr.themes.Soft(), js=LABEL_FILE_INPUTS_JS, show_error=False, footer_links=["api", "gradio"])
+    demo.launch(**launch_kwargs(args))
 
 
 if __name__ == "__main__":
