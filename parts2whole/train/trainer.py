@@ -106,6 +106,41 @@ def _prune_states(output_dir: Path, total_limit: int | None) -> None:
         shutil.rmtree(stale)
 
 
+def _load_models(base_folder: Path, trained: list[str], gradient_checkpointing: bool, device: torch.device,
+                 weight_dtype: torch.dtype) -> tuple[dict, dict]:
+    """The base checkpoint's components, and its three trainable models set to train or stay frozen.
+
+    The frozen encoders run in the mixed-precision dtype. The UNets and the pose guider stay float32 even
+    when frozen (autocast computes in the low precision anyway): the validation pipeline then feeds every
+    module its own dtype without autocast, which cannot mix float16 reference features with bfloat16.
+    """
+    components = load_components(base_folder, use_decoupled_cross_attn=True, torch_dtype=torch.float32)
+    models = {name: components[name] for name in ("unet", "reference_unet", "pose_guider")}
+    install_training_processors(models["unet"])
+    for name, module in models.items():
+        module.requires_grad_(name in trained).train(name in trained)
+    if gradient_checkpointing:
+        models["unet"].enable_gradient_checkpointing()  # also when frozen: the pose guider's gradient flows through it
+        if "reference_unet" in trained:
+            models["reference_unet"].enable_gradient_checkpointing()
+    for name in ("vae", "text_encoder", "image_encoder"):
+        components[name].to(device, dtype=weight_dtype)
+    for name in models:
+        if name not in trained:
+            models[name].to(device)
+    return components, models
+
+
+def _save_training_state(accelerator: Accelerator, output_dir: Path, step: int, trained: list[str],
+                         total_limit: int | None) -> None:
+    """accelerate's full state (all processes take part), tagged with the trained modules; old states pruned."""
+    state_dir = output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{step}"
+    accelerator.save_state(str(state_dir))
+    if accelerator.is_main_process:
+        (state_dir / STATE_MODULES_NAME).write_text(json.dumps({"modules": trained}) + "\n")
+        _prune_states(output_dir, total_limit)
+
+
 def _make_pipeline(components: dict, models: dict, accelerator: Accelerator, structure_kind: str) -> Parts2WholePipeline:
     """A pipeline over the live (unwrapped) modules, for validation images."""
     pipe = Parts2WholePipeline(
@@ -143,25 +178,8 @@ def run_training(config: TrainConfig) -> TrainingResult:
     with accelerator.main_process_first():
         base_folder = resolve_checkpoint(config.base_checkpoint)
         data_root = resolve_dataset_root(config.data.root)
-    components = load_components(base_folder, use_decoupled_cross_attn=True, torch_dtype=torch.float32)
-    weight_dtype = WEIGHT_DTYPES[accelerator.mixed_precision]
-    models = {name: components[name] for name in ("unet", "reference_unet", "pose_guider")}
-    install_training_processors(models["unet"])
-    for name, module in models.items():
-        module.requires_grad_(name in trained).train(name in trained)
-    if optimization.gradient_checkpointing:
-        models["unet"].enable_gradient_checkpointing()  # also frozen: the pose guider's gradient flows through it
-        if "reference_unet" in trained:
-            models["reference_unet"].enable_gradient_checkpointing()
-    # The frozen encoders run in the mixed-precision dtype. The UNets and the pose guider stay float32
-    # even when frozen (autocast computes in the low precision anyway): the validation pipeline then
-    # feeds every module its own dtype without autocast, which cannot mix float16 reference features
-    # with bfloat16.
-    for name in ("vae", "text_encoder", "image_encoder"):
-        components[name].to(accelerator.device, dtype=weight_dtype)
-    for name in models:
-        if name not in trained:
-            models[name].to(accelerator.device)
+    components, models = _load_models(base_folder, trained, optimization.gradient_checkpointing, accelerator.device,
+                                      WEIGHT_DTYPES[accelerator.mixed_precision])
 
     clip_settings = ClipImageSettings.from_config(components["feature_extractor"].to_dict())
     data = config.data
@@ -254,11 +272,7 @@ def run_training(config: TrainConfig) -> TrainingResult:
                             sum(recent) / len(recent), lr_scheduler.get_last_lr()[0], seconds)
                 window_start = time.perf_counter()
             if progress.step % config.checkpointing.every_steps == 0 or progress.step == optimization.max_train_steps:
-                state_dir = output_dir / CHECKPOINTS_FOLDER / f"{CHECKPOINT_PREFIX}{progress.step}"
-                accelerator.save_state(str(state_dir))
-                if accelerator.is_main_process:
-                    (state_dir / STATE_MODULES_NAME).write_text(json.dumps({"modules": trained}) + "\n")
-                    _prune_states(output_dir, config.checkpointing.total_limit)
+                _save_training_state(accelerator, output_dir, progress.step, trained, config.checkpointing.total_limit)
             if config.validation.every_steps and progress.step % config.validation.every_steps == 0 \
                     and progress.step < optimization.max_train_steps and accelerator.is_main_process:
                 validate(progress.step)
