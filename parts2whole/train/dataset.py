@@ -10,6 +10,12 @@ Layout (Hub repo `huanngzh/DeepFashion-MultiModal-Parts2Whole`, one zip per fold
     densepose/ openpose/ segm/  structure maps of the targets
     dwpose/                     ours: OpenPose-style maps rendered from DWPose (`convert_dwpose`)
 
+Verified from the Hub repository's file list and card and the official repo's download script, config
+and loader: the zip names, the two index files and their fields, paths relative to the root, label texts
+as appearance keys, and the `<id>_rgb.jpg` / `<id>_mask.jpg` / `densepose/<id>_densepose.png` naming.
+Assumed: that every zip holds its folder name (images/...), and nothing about openpose/ or segm/ (unused).
+Samples may lack parts; index keys may also be part folder names.
+
 Every sample becomes fixed-shape tensors, with one slot per official part label (in `PART_LABELS`
 order) and a `present` flag, so samples with different parts batch together. References are
 preprocessed exactly as the pipeline does at inference (`image_processing`), so training sees what
