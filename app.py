@@ -2,14 +2,16 @@
 
 Run `python app.py` (or `make run`) and open http://127.0.0.1:7860. Options: `--weights` (Hub id, folder
 or "tiny"), `--share` for a public link, `--host`/`--port` (or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
-Every event people may script has an `api_name`, so `gradio_client` can call `/generate`.
+Every event people may script has an `api_name`, so `gradio_client` can call `/generate`, and the
+preprocessing tools: `/<part>_auto_mask`, `/<part>_click`, `/<part>_undo_click`, `/<part>_remove_background`
+(part = face, hair_or_headwear, upper_body_clothes, ...), `/pose_from_photo`, `/pose_upload`, `/pose_kind`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
+import functools
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: `spaces` must be imported before torch uses CUDA
@@ -30,13 +32,12 @@ from PIL import Image, ImageChops
 from parts2whole import studio as studio_module
 from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
+from parts2whole.preprocessing_service import BOX, EXCLUDE, INCLUDE, PreprocessingService
 from preprocess.images import load_image, load_mask
 
 logger = logging.getLogger("parts2whole.app")
 
 APP_TITLE = "Parts2Whole studio"
-#: Optional module with the preprocessing UI tools (see UiExtensions).
-EXTENSIONS_MODULE = "preprocess.ui"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
@@ -45,6 +46,10 @@ BUNDLE_MAX_AGE_S = 3600
 BUNDLE_ROOT = Path(tempfile.gettempdir()) / "parts2whole-bundles"
 #: Queue: one generation at a time per process (one GPU), a bounded waiting line.
 GPU_CONCURRENCY = 1
+#: Preprocessing (automatic masks, background removal, pose from a photo) runs beside generation, two at a
+#: time; clicks only run SAM's small decoder once the picture is encoded, so more of them run at once.
+PREPROCESS_CONCURRENCY = 2
+CLICK_CONCURRENCY = 4
 MAX_QUEUE_SIZE = 32
 
 #: Output sizes offered (height x width, multiples of 8). The first matching default is pre-selected.
@@ -69,6 +74,8 @@ BRUSH_REMOVES = "Brush removes from it"
 MASK_THRESHOLD = 127
 #: Longest side of mask previews and of the brush canvas, in pixels.
 PREVIEW_MAX_SIDE = 768
+#: Pose maps made from photos are at least this long (the pipeline scales them to the output).
+POSE_MAP_MIN_SIDE = 768
 
 CSS = """
 .slot-card { border-radius: 12px; }
@@ -78,14 +85,25 @@ CSS = """
 #generate-button { min-height: 52px; font-size: 1.1em; }
 #run-status p { margin: 0; }
 .brush-hint p { margin: 0; font-size: 0.9em; }
+.mask-message p, #pose-kind p { margin: 0; font-size: 0.9em; }
+.click-mode { padding-top: 2px !important; padding-bottom: 2px !important; }
+.click-mode .wrap { gap: 4px !important; }
+.click-mode label { padding: 2px 8px !important; font-size: 0.88em; }
 """
 
 INTRO = (
     f"# {APP_TITLE}\n"
     "Upload reference pictures of a person's parts (each optional, at least one) and a pose map, write a prompt, "
-    "then press Generate. Under each part you see the area the model will use: faded pixels are ignored. "
-    "Open *Edit mask* to paint that area or upload your own mask."
+    "then press Generate. Under each part you see the area the model will use (found automatically): faded "
+    "pixels are ignored. Click the picture to add to it or remove from it; *Edit mask* has a brush, "
+    "background removal and more."
 )
+
+#: Click modes on a part's picture: (shown, value). The value is what `/<part>_click` takes as `mode`.
+CLICK_MODES = [("＋ add", "add"), ("－ remove", "remove"), ("▭ box", "box")]
+CLICK_MODE_VALUES = {"add": INCLUDE, "remove": EXCLUDE, "box": BOX}
+POSE_HELP = ("Upload a **DensePose** map (coloured body parts on black, what the released model reads), or a "
+             "**photo** of someone in the pose you want: DWPose turns it into an OpenPose-style skeleton map.")
 
 #: Names each upload field after its visible label (aria-label), so screen readers, and browser automation
 #: such as `page.get_by_label("Face")`, find the right one. Gradio re-creates inputs, hence the observer.
@@ -108,50 +126,29 @@ LABEL_FILE_INPUTS_JS = """
 
 @dataclasses.dataclass
 class PartSlot:
-    """The components of one appearance slot. The preprocessing features attach to these (e.g. an
-    automatic mask writes `mask` and refreshes `preview` and `editor`; click-to-refine listens to
-    `preview.select`)."""
+    """The components of one appearance slot: the picture, the mask in use and the tools that change it."""
 
     label: str  # official part label, e.g. "upper body clothes"
     image: gr.Image  # the reference picture
     mask: gr.Image  # the mask in use (hidden; white = use); empty = the picture's transparency
-    preview: gr.Image  # the picture with ignored pixels faded
+    preview: gr.Image  # the picture with ignored pixels faded; clicks on it refine the mask
     editor: gr.ImageEditor  # paint on the mask with a brush (strokes are merged into `mask`)
     brush_mode: gr.Radio  # whether strokes add to or remove from the mask
     mask_upload: gr.UploadButton
     mask_reset: gr.Button
+    click_mode: gr.Radio  # what a click on the preview does: add, remove, box corner
+    message: gr.Markdown  # one line about the mask (not found, unsure, tiny model...)
+    tools: gr.State  # per-user prompts of this slot: {"clicks": ClickState, "corner": (x, y) | None}
+    auto_button: gr.Button
+    background_button: gr.Button
+    undo_button: gr.Button
+    click_x: gr.Number  # hidden: the API's click position (the browser sends it with the select event)
+    click_y: gr.Number
+    click_api: gr.Button  # hidden: carries `/<part>_click` for gradio_client
 
     @property
     def key(self) -> str:
         return self.label.replace(" ", "_")
-
-
-SlotTool = Callable[[PartSlot], None]
-PoseTool = Callable[[gr.Image], None]
-
-
-@dataclasses.dataclass
-class UiExtensions:
-    """Where preprocessing features plug into the UI without changing its layout.
-
-    `preprocess/ui.py`, when it exists, may define SLOT_TOOLS (functions called with each PartSlot inside
-    its "Edit mask" section: add an "Automatic mask" button, listen to `slot.preview.select` for
-    click-to-refine, write `slot.mask` and refresh with `slot_updates`) and POSE_TOOLS (functions called
-    with the Pose image under it, e.g. "Make a pose map from a photo").
-    """
-
-    slot_tools: list[SlotTool] = dataclasses.field(default_factory=list)
-    pose_tools: list[PoseTool] = dataclasses.field(default_factory=list)
-
-
-def load_extensions() -> UiExtensions:
-    try:
-        module = importlib.import_module(EXTENSIONS_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != EXTENSIONS_MODULE:
-            raise
-        return UiExtensions()
-    return UiExtensions(list(getattr(module, "SLOT_TOOLS", [])), list(getattr(module, "POSE_TOOLS", [])))
 
 
 def _load_reference(path: str | None, label: str) -> Image.Image | None:
@@ -202,10 +199,6 @@ def _slot_outputs(image: Image.Image | None, explicit_mask: Image.Image | None, 
     overlay = studio_module.overlay_mask(shown, shown_mask)
     preview = gr.update(value=overlay, visible=True, label=_preview_label(mask, source))
     return explicit_mask, preview, _editor_value(overlay)
-
-
-#: Public name for extensions: (mask, preview, editor) updates showing `image` with `mask` (None = its alpha).
-slot_updates = _slot_outputs
 
 
 def _default_source(image: Image.Image) -> str:
@@ -262,7 +255,171 @@ def make_slot_handlers(label: str):
     return on_reference_change, on_mask_upload, on_mask_painted, on_mask_reset
 
 
-def build_slot(label: str, slot_tools: Sequence[SlotTool] = ()) -> PartSlot:
+def new_tool_state() -> dict:
+    """Per-user, per-slot prompts (kept in gr.State): SAM's click state and a pending box corner."""
+    return {"clicks": None, "corner": None}
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255
+
+
+def _friendly_errors(fn):
+    """Tool handlers show one clear line (gr.Error), never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (Parts2WholeInputError, CheckpointError) as error:
+            raise _user_error(error) from None
+        except Exception as error:  # a bug or an environment problem: log it, show one line
+            logger.exception("%s failed", fn.__name__)
+            raise gr.Error(f"That did not work ({type(error).__name__}): {' '.join(str(error).split())[:300]}",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def make_tool_handlers(label: str, service: PreprocessingService):
+    """Preprocessing handlers of one slot: automatic mask, clicks, undo, background removal.
+
+    Each returns (mask, preview, editor, click mode, message, tool state): the mask in use, the picture
+    with that mask (and the clicks) drawn, the brush canvas, the click-mode row, one line of text, and
+    the per-user prompts.
+    """
+    name = UI_SLOT_NAMES[label].lower()
+
+    def outputs(image: Image.Image, mask: Image.Image | None, source: str, tools: dict, message: str | None = None,
+                notes: tuple[str, ...] = ()):
+        explicit, preview, editor = _slot_outputs(image, mask, source)
+        clicks, corner = tools.get("clicks"), tools.get("corner")
+        if clicks is not None and (clicks.clicks or clicks.box) or corner is not None:
+            shown = preview["value"]
+            preview["value"] = service.draw_prompts(shown, clicks, shown.width / image.width, corner)
+        lines = [line for line in (message, *notes) if line]
+        return (explicit, preview, editor, gr.update(visible=True), gr.update(value="  \n".join(lines)), tools)
+
+    def empty():
+        return (None, gr.update(value=None, visible=False), None, gr.update(visible=False, value="add"),
+                gr.update(value=""), new_tool_state())
+
+    def load(image_path: str | None) -> Image.Image | None:
+        return _load_reference(image_path, label) if image_path else None
+
+    def run_auto_mask(image: Image.Image):
+        suggestion = service.auto_mask(image, label)
+        tools = {"clicks": suggestion.clicks, "corner": None}
+        message = suggestion.message
+        if suggestion.source == "not found":
+            message = message or f"No {name} found: click on it to select it."
+        elif message is None:
+            message = f"Found automatically. Click the picture to fix it: ＋ adds, － removes."
+        return outputs(image, suggestion.mask, suggestion.source, tools, message,
+                       (service.fallback_note("human parser", "Segment Anything", "DWPose"),))
+
+    @_friendly_errors
+    def on_uploaded(image_path: str | None):
+        """After an upload: a cut-out keeps its transparency, anything else gets an automatic mask."""
+        image = load(image_path)
+        if image is None:
+            return empty()
+        if _has_transparency(image):
+            tools = {"clicks": service.start_state(image, studio_module.default_mask(image)), "corner": None}
+            return outputs(image, None, "transparency", tools,
+                           "Cut-out: its transparency is used. Click to refine, or try *Automatic mask*.")
+        return run_auto_mask(image)
+
+    @_friendly_errors
+    def on_auto_mask(image_path: str | None):
+        image = load(image_path)
+        if image is None:
+            raise gr.Error(f"Upload the {name} picture first.", print_exception=False)
+        return run_auto_mask(image)
+
+    def click(image_path: str | None, mode: str | None, tools: dict | None, x: float, y: float,
+              mask_path: str | None = None):
+        image = load(image_path)
+        if image is None:
+            raise gr.Error(f"Upload the {name} picture first, then click on it.", print_exception=False)
+        tools = dict(tools or new_tool_state())
+        clicks = tools.get("clicks")
+        if clicks is not None:
+            clicks = clicks.for_image(service.start_state(image).image_key)
+        kind = CLICK_MODE_VALUES.get(mode or "add")
+        if kind is None:
+            raise gr.Error(f"Unknown click mode {mode!r}: use add, remove or box.", print_exception=False)
+        suggestion = service.click(image, clicks, float(x), float(y), kind, tools.get("corner"))
+        if suggestion is None:  # first corner of a box: show it, keep the mask as it is
+            tools.update(clicks=clicks, corner=(float(x), float(y)))
+            current = load_mask(mask_path, image.size).mask if mask_path else None
+            shown = outputs(image, current, "drawing a box", tools, "Now click the opposite corner of the box.")
+            return (gr.skip(), shown[1], gr.skip(), *shown[3:])
+        tools.update(clicks=suggestion.clicks, corner=None)
+        return outputs(image, suggestion.mask, suggestion.source, tools, None,
+                       (service.fallback_note("Segment Anything"),))
+
+    @_friendly_errors
+    def on_click(image_path: str | None, mode: str | None, x: float, y: float, tools: dict | None):
+        """A click at (x, y) in the picture's own pixels; `mode` is add, remove or box."""
+        if x is None or y is None:
+            raise gr.Error("Give the click position (x and y, in the picture's pixels).", print_exception=False)
+        return click(image_path, mode, tools, x, y)
+
+    @_friendly_errors
+    def on_select(image_path: str | None, mask_path: str | None, mode: str | None, tools: dict | None,
+                  evt: gr.SelectData):
+        """A click on the preview, which may be a smaller copy of the picture: scale it back."""
+        image = load(image_path)
+        if image is None or not evt or evt.index is None:
+            return (gr.skip(),) * 6
+        x, y = evt.index[:2]
+        shown = _display_size(image)
+        scale = image.width / shown.width
+        return click(image_path, mode, tools, x * scale, y * scale, mask_path)
+
+    @_friendly_errors
+    def on_undo(image_path: str | None, tools: dict | None):
+        image = load(image_path)
+        if image is None:
+            return empty()
+        tools = dict(tools or new_tool_state())
+        clicks = tools.get("clicks")
+        if tools.get("corner") is not None:
+            tools["corner"] = None
+        elif clicks is not None and clicks.clicks:
+            clicks = clicks.undo()
+            tools["clicks"] = clicks
+        else:
+            return outputs(image, None, _default_source(image), new_tool_state(), "No click to undo.")
+        if clicks is None or not clicks.has_prompt:
+            return outputs(image, None, _default_source(image), tools, None)
+        suggestion = service.predict(image, clicks, "clicks")
+        tools["clicks"] = suggestion.clicks
+        return outputs(image, suggestion.mask, "clicks", tools)
+
+    @_friendly_errors
+    def on_remove_background(image_path: str | None):
+        """The picture without its background: the cut-out's alpha becomes the mask."""
+        image = load(image_path)
+        if image is None:
+            raise gr.Error(f"Upload the {name} picture first.", print_exception=False)
+        alpha = service.remove_background(image).getchannel("A")
+        tools = {"clicks": service.start_state(image, alpha.point(lambda v: 255 if v > MASK_THRESHOLD else 0)),
+                 "corner": None}
+        return outputs(image, alpha, "background removed", tools, "Background removed: only the subject is used.",
+                       (service.fallback_note("background remover"),))
+
+    def on_reset():
+        return new_tool_state(), gr.update(value="")
+
+    return dict(uploaded=on_uploaded, auto_mask=on_auto_mask, click=on_click, select=on_select, undo=on_undo,
+                remove_background=on_remove_background, reset=on_reset)
+
+
+def build_slot(label: str) -> PartSlot:
     name = UI_SLOT_NAMES[label]
     key = label.replace(" ", "_")
     with gr.Column(elem_id=f"slot-{key}", elem_classes=["slot-card"], min_width=200):
@@ -270,9 +427,20 @@ def build_slot(label: str, slot_tools: Sequence[SlotTool] = ()) -> PartSlot:
                          height=220, elem_id=f"{key}-image", buttons=["fullscreen"])
         preview = gr.Image(label="Used area", interactive=False, height=150, visible=False, format="png",
                            elem_id=f"{key}-mask-preview", elem_classes=["mask-preview"], buttons=[])
+        click_mode = gr.Radio(CLICK_MODES, value="add", show_label=False, visible=False, container=False,
+                              elem_id=f"{key}-click-mode", elem_classes=["click-mode"])
+        message = gr.Markdown("", elem_id=f"{key}-mask-message", elem_classes=["mask-message"])
         mask = gr.Image(label=f"{name} mask", type="filepath", image_mode="L", visible=False, format="png",
                         elem_id=f"{key}-mask")
+        tools = gr.State(new_tool_state())
+        click_x = gr.Number(label="x", visible=False)
+        click_y = gr.Number(label="y", visible=False)
+        click_api = gr.Button(visible=False)
         with gr.Accordion("Edit mask", open=False, elem_id=f"{key}-mask-tools"):
+            with gr.Row():
+                auto_button = gr.Button("Automatic mask", size="sm", elem_id=f"{key}-auto-mask")
+                background_button = gr.Button("Remove background", size="sm", elem_id=f"{key}-remove-background")
+                undo_button = gr.Button("Undo click", size="sm", elem_id=f"{key}-undo-click")
             gr.Markdown("Paint over the picture: the used area updates after each stroke.",
                         elem_classes=["brush-hint"])
             editor = gr.ImageEditor(
@@ -287,17 +455,15 @@ def build_slot(label: str, slot_tools: Sequence[SlotTool] = ()) -> PartSlot:
                 mask_upload = gr.UploadButton("Upload mask", file_types=["image"], size="sm",
                                               elem_id=f"{key}-mask-upload")
                 mask_reset = gr.Button("Reset mask", size="sm", elem_id=f"{key}-mask-reset")
-            slot = PartSlot(label, image, mask, preview, editor, brush_mode, mask_upload, mask_reset)
-            for tool in slot_tools:
-                tool(slot)  # preprocessing tools add their buttons here and wire their events
-    return slot
+    return PartSlot(label, image, mask, preview, editor, brush_mode, mask_upload, mask_reset, click_mode, message,
+                    tools, auto_button, background_button, undo_button, click_x, click_y, click_api)
 
 
-def wire_slot(slot: PartSlot) -> None:
+def wire_slot(slot: PartSlot, service: PreprocessingService | None = None) -> None:
     on_change, on_upload, on_painted, on_reset = make_slot_handlers(slot.label)
     outputs = [slot.mask, slot.preview, slot.editor]
     light = dict(concurrency_limit=None, show_progress="hidden")
-    slot.image.change(on_change, slot.image, outputs, api_name=f"{slot.key}_mask_preview", **light)
+    changed = slot.image.change(on_change, slot.image, outputs, api_name=f"{slot.key}_mask_preview", **light)
     slot.mask_upload.upload(on_upload, [slot.mask_upload, slot.image], outputs, api_name=f"{slot.key}_mask_upload",
                             **light)
     painted_inputs = [slot.editor, slot.image, slot.mask, slot.brush_mode]
@@ -305,6 +471,87 @@ def wire_slot(slot: PartSlot) -> None:
     slot.editor.input(on_painted, painted_inputs, outputs, trigger_mode="always_last", api_visibility="private",
                       **light)
     slot.mask_reset.click(on_reset, slot.image, outputs, api_visibility="private", **light)
+    if service is None:
+        return
+
+    tools = make_tool_handlers(slot.label, service)
+    tool_outputs = outputs + [slot.click_mode, slot.message, slot.tools]
+    heavy = dict(concurrency_limit=PREPROCESS_CONCURRENCY, concurrency_id="preprocess", show_progress="minimal",
+                 show_progress_on=[slot.preview])
+    clicks = dict(concurrency_limit=CLICK_CONCURRENCY, concurrency_id="clicks", show_progress="minimal",
+                  show_progress_on=[slot.preview], trigger_mode="always_last")
+    changed.success(tools["uploaded"], slot.image, tool_outputs, api_name=f"{slot.key}_uploaded", **heavy)
+    slot.auto_button.click(tools["auto_mask"], slot.image, tool_outputs, api_name=f"{slot.key}_auto_mask", **heavy)
+    slot.background_button.click(tools["remove_background"], slot.image, tool_outputs,
+                                 api_name=f"{slot.key}_remove_background", **heavy)
+    slot.preview.select(tools["select"], [slot.image, slot.mask, slot.click_mode, slot.tools], tool_outputs,
+                        api_visibility="private", **clicks)
+    slot.click_api.click(tools["click"], [slot.image, slot.click_mode, slot.click_x, slot.click_y, slot.tools],
+                         tool_outputs, api_name=f"{slot.key}_click", **clicks)
+    slot.undo_button.click(tools["undo"], [slot.image, slot.tools], tool_outputs, api_name=f"{slot.key}_undo_click",
+                           **clicks)
+    slot.mask_reset.click(tools["reset"], None, [slot.tools, slot.message], api_visibility="private", **light)
+
+
+def new_pose_state() -> dict:
+    """Per-user: how the current pose map was made (a DWPose map remembers its keypoints for the bundle)."""
+    return {"from_photo": False, "map_key": None, "keypoints": None}
+
+
+def _pose_map_size(size: str | None) -> tuple[int, int]:
+    """A pose map made from a photo matches the chosen output's shape, at least POSE_MAP_MIN_SIDE long."""
+    height, width = SIZE_PRESETS.get(size or "", SIZE_PRESETS[DEFAULT_SIZE])
+    scale = max(1.0, POSE_MAP_MIN_SIDE / max(height, width))
+    return round(height * scale), round(width * scale)
+
+
+def make_pose_handlers(service: PreprocessingService):
+    """The Pose slot: say which kind of map it holds; turn a photo into an OpenPose-style map with DWPose."""
+    from preprocess.images import pixel_hash
+
+    def kind_note(pose_map: Image.Image, from_photo: bool) -> dict:
+        kind = service.structure_kind_of(pose_map)
+        return gr.update(value=service.structure_note(kind, from_photo=from_photo), visible=True)
+
+    def from_photo(photo: Image.Image, size: str | None):
+        made = service.pose_from_photo(photo, _pose_map_size(size))
+        state = {"from_photo": True, "map_key": pixel_hash(made.pose_map), "keypoints": made.keypoints}
+        people = f"{made.people} people found: all are drawn. " if made.people > 1 else ""
+        preview = gr.update(value=made.preview, visible=True,
+                            label=f"Detected pose (DWPose) · {people}the map above is what the model gets")
+        notes = [service.structure_note("openpose", from_photo=True), service.fallback_note("DWPose")]
+        return made.pose_map, preview, gr.update(value="  \n".join(n for n in notes if n), visible=True), state
+
+    @_friendly_errors
+    def on_pose_kind(pose_path: str | None, pose_state: dict | None):
+        """Which kind of map the Pose slot holds, compared with what the model reads."""
+        if not pose_path:
+            return gr.update(value="", visible=False), gr.update(value=None, visible=False), new_pose_state()
+        pose_map = load_image(pose_path, what="pose map")
+        state = dict(pose_state or new_pose_state())
+        if state.get("from_photo") and state.get("map_key") == pixel_hash(pose_map):
+            return gr.update(value=service.structure_note("openpose", from_photo=True), visible=True), gr.skip(), state
+        return kind_note(pose_map, False), gr.update(value=None, visible=False), new_pose_state()
+
+    @_friendly_errors
+    def on_pose_upload(pose_path: str | None, size: str | None):
+        """An upload into the Pose slot: a map is kept; a photo (not a map) goes through DWPose."""
+        if not pose_path:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        image = load_image(pose_path, what="pose picture")
+        if service.structure_kind_of(image) != "unknown":
+            return gr.skip(), gr.update(value=None, visible=False), kind_note(image, False), new_pose_state()
+        return from_photo(image, size)
+
+    @_friendly_errors
+    def on_pose_from_photo(photo, size: str | None = None):
+        """A photo of a person -> DWPose keypoints -> an OpenPose-style pose map (and a preview)."""
+        if not photo:
+            raise gr.Error("Choose a photo of a person first.", print_exception=False)
+        path = photo if isinstance(photo, str) else getattr(photo, "name", None) or photo.get("path")
+        return from_photo(load_image(path, what="photo"), size)
+
+    return dict(kind=on_pose_kind, upload=on_pose_upload, from_photo=on_pose_from_photo)
 
 
 # ----------------------------------------------------------------------------------------- generation
@@ -315,14 +562,15 @@ def new_session() -> dict:
     return {"runs": 0, "last_seed": None}
 
 
-def _write_bundle(result: studio_module.GenerationResult, inputs: dict[str, str], mask_sources: dict[str, str]) -> Path:
+def _write_bundle(result: studio_module.GenerationResult, inputs: dict[str, str], mask_sources: dict[str, str],
+                  extra_parameters: dict | None = None, extra_files: dict[str, bytes] | None = None) -> Path:
     """A zip with everything needed to reproduce the result: inputs, masks, pose map, parameters, outputs."""
     _remove_old_bundles()
     folder = BUNDLE_ROOT / uuid.uuid4().hex
     folder.mkdir(parents=True)
     request = result.request
     path = folder / f"parts2whole-seed{request.seed}.zip"
-    parameters = result.parameters | {"mask_sources": mask_sources, "original_files": inputs}
+    parameters = result.parameters | {"mask_sources": mask_sources, "original_files": inputs} | (extra_parameters or {})
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         for label, image in request.references.items():
             stem = label.replace(" ", "_")
@@ -331,6 +579,8 @@ def _write_bundle(result: studio_module.GenerationResult, inputs: dict[str, str]
             mask = studio_module.default_mask(image) if mask is None else mask
             bundle.writestr(f"masks/{stem}.png", studio_module.png_bytes(mask))
         bundle.writestr("inputs/pose.png", studio_module.png_bytes(request.structure))
+        for name, data in (extra_files or {}).items():
+            bundle.writestr(name, data)
         for index, image in enumerate(result.images):
             bundle.writestr(f"results/result_{index}.png", studio_module.png_bytes(image))
         bundle.writestr("parameters.json", studio_module.parameters_json(parameters))
@@ -402,7 +652,24 @@ def _cancel_check() -> Callable[[], bool]:
     return cancelled
 
 
-def make_generate(studio: studio_module.Studio):
+def _pose_details(service: PreprocessingService | None, structure: Image.Image | None, pose_state: dict | None):
+    """(parameters, files) the bundle gets about the pose map: its kind, the expected kind, DWPose keypoints."""
+    if service is None or structure is None:
+        return {}, {}
+    from preprocess.images import pixel_hash
+
+    state = pose_state or {}
+    from_photo = bool(state.get("from_photo")) and state.get("map_key") == pixel_hash(structure)
+    parameters = {"structure_kind": "openpose" if from_photo else service.structure_kind_of(structure),
+                  "expected_structure_kind": service.expected_structure_kind(),
+                  "pose_source": "DWPose from a photo" if from_photo else "uploaded"}
+    files = {}
+    if from_photo and state.get("keypoints"):
+        files["inputs/pose_keypoints.json"] = (json.dumps(state["keypoints"]) + "\n").encode()
+    return parameters, files
+
+
+def make_generate(studio: studio_module.Studio, service: PreprocessingService | None = None):
     """The Generate handler, bound to a studio (explicit parameters, so the API documents each one)."""
 
     def generate(face=None, face_mask=None, hair_or_headwear=None, hair_or_headwear_mask=None,
@@ -411,7 +678,7 @@ def make_generate(studio: studio_module.Studio):
                  shoes_mask=None, pose=None, prompt="", negative_prompt="", seed=0,
                  randomize_seed=True, steps=studio_module.DEFAULT_STEPS, guidance=studio_module.DEFAULT_GUIDANCE,
                  size=DEFAULT_SIZE, num_images=1, fusion_blocks=studio_module.DEFAULT_FUSION_BLOCKS,
-                 session=None, progress=gr.Progress()):
+                 session=None, pose_state=None, progress=gr.Progress()):
         files = dict(zip(PART_LABELS, (face, hair_or_headwear, upper_body_clothes, lower_body_clothes,
                                        whole_body_clothes, shoes)))
         mask_files = dict(zip(PART_LABELS, (face_mask, hair_or_headwear_mask, upper_body_clothes_mask,
@@ -453,14 +720,45 @@ def make_generate(studio: studio_module.Studio):
             logger.exception("generation failed")
             raise gr.Error(f"Generation failed ({type(error).__name__}): {' '.join(str(error).split())[:300]}",
                            print_exception=False) from None
+        try:
+            pose_parameters, pose_files = _pose_details(service, structure, pose_state)
+        except Exception:  # noqa: BLE001 - the bundle is still useful without them
+            logger.exception("could not describe the pose map")
+            pose_parameters, pose_files = {}, {}
         bundle = _write_bundle(result, {label: Path(path).name for label, path in files.items() if path},
-                               mask_sources)
+                               mask_sources, pose_parameters, pose_files)
         session.update(runs=session["runs"] + 1, last_seed=result.request.seed)
         gallery = [(image, f"seed {result.request.seed} · #{index + 1}") for index, image in enumerate(result.images)]
-        return (gallery, str(bundle), _status_line(result, studio),
-                session, result.request.seed)
+        status = _status_line(result, studio)
+        kind, expected = pose_parameters.get("structure_kind"), pose_parameters.get("expected_structure_kind")
+        if kind and expected and kind != expected:
+            status += f"  \n⚠️ The pose map looks like **{kind}**; this model reads **{expected}** maps."
+        return (gallery, str(bundle), status, session, result.request.seed)
 
     return generate
+
+
+def make_used_inputs(service: PreprocessingService | None = None):
+    """After a generation: each part with the mask that was used, and the pose map, next to the result."""
+
+    def used_inputs(*values):
+        *slot_values, pose, pose_state = values
+        items = []
+        for label, path, mask_path in zip(PART_LABELS, slot_values[0::2], slot_values[1::2]):
+            if not path:
+                continue
+            image = _load_reference(path, label)
+            mask = load_mask(mask_path, image.size).mask if mask_path else studio_module.default_mask(image)
+            overlay = studio_module.overlay_mask(_display_size(image), _display_size(mask))
+            items.append((overlay, f"{UI_SLOT_NAMES[label]} · {studio_module.mask_coverage(mask):.0%} used"))
+        if pose:
+            pose_map = load_image(pose, what="pose map")
+            details, _ = _pose_details(service, pose_map, pose_state)
+            kind = details.get("structure_kind")
+            items.append((_display_size(pose_map), "Pose" + (f" · {kind}" if kind else "")))
+        return items
+
+    return used_inputs
 
 
 # ----------------------------------------------------------------------------------------- examples
@@ -504,9 +802,11 @@ def make_example_loader(examples: list[Example]):
 # ----------------------------------------------------------------------------------------- layout
 
 
-def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = None) -> gr.Blocks:
+def build_demo(studio: studio_module.Studio, service: PreprocessingService | None = None) -> gr.Blocks:
     """The whole UI around one studio. Nothing per-user lives outside `gr.State`."""
-    extensions = load_extensions() if extensions is None else extensions
+    if service is None:
+        service = PreprocessingService(studio)
+        service.warm_up_in_background()
     tiny = studio.is_tiny
     default_size = TINY_DEFAULT_SIZE if tiny else DEFAULT_SIZE
     default_steps = TINY_DEFAULT_STEPS if tiny else studio_module.DEFAULT_STEPS
@@ -518,6 +818,8 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
         if banner and tiny:
             banner += (f" To keep it quick, it starts at {default_size.split(' ·')[0]} px and {default_steps} steps "
                        "(change them under *Advanced settings*).")
+        if banner and service.banner_note():
+            banner += " " + service.banner_note()
         gr.Markdown(banner or "", visible=bool(banner), elem_id="tiny-model-banner")
 
         examples = load_examples()
@@ -535,14 +837,17 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
                 for row_labels in (PART_LABELS[:3], PART_LABELS[3:]):
                     with gr.Row(equal_height=False):
                         for label in row_labels:
-                            slots.append(build_slot(label, extensions.slot_tools))
+                            slots.append(build_slot(label))
             with gr.Column(scale=2):
                 pose = gr.Image(label="Pose", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                height=260, elem_id="pose-image", buttons=["fullscreen"])
-                for tool in extensions.pose_tools:
-                    tool(pose)
-                gr.Markdown("The pose map is a DensePose rendering of the body (coloured parts on black), "
-                            "which is what the released model reads.", elem_id="pose-help")
+                                height=260, elem_id="pose-image", buttons=["fullscreen"], format="png")
+                pose_kind = gr.Markdown("", visible=False, elem_id="pose-kind")
+                pose_preview = gr.Image(label="Detected pose (DWPose)", interactive=False, visible=False, height=200,
+                                        format="png", elem_id="pose-preview", buttons=["fullscreen"])
+                pose_photo = gr.UploadButton("Make a pose map from a photo", file_types=["image"], size="sm",
+                                             elem_id="pose-from-photo")
+                gr.Markdown(POSE_HELP, elem_id="pose-help")
+                pose_state = gr.State(new_pose_state())
                 prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="prompt",
                                     placeholder="e.g. a woman in a red shirt, high quality, realistic")
                 negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="negative-prompt",
@@ -571,13 +876,26 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
                 status = gr.Markdown("", label="Status", elem_id="run-status")
                 result = gr.Gallery(label="Result", columns=2, height=420, object_fit="contain", format="png",
                                     elem_id="result-gallery", buttons=["download", "fullscreen"], interactive=False)
+                used = gr.Gallery(label="Masks and pose used", columns=4, height=160, object_fit="contain",
+                                  format="png", elem_id="used-inputs", buttons=["fullscreen"], interactive=False,
+                                  visible=True)
                 with gr.Row():
                     bundle = gr.DownloadButton("Download bundle (.zip)", elem_id="download-bundle")
                     reuse_seed = gr.Button("Reuse last seed", size="lg", elem_id="reuse-seed")
                 last_seed = gr.Number(label="Seed used", visible=False, precision=0)
 
         for slot in slots:
-            wire_slot(slot)
+            wire_slot(slot, service)
+
+        pose_tools = make_pose_handlers(service)
+        pose_outputs = [pose, pose_preview, pose_kind, pose_state]
+        preprocess = dict(concurrency_limit=PREPROCESS_CONCURRENCY, concurrency_id="preprocess",
+                          show_progress="minimal", show_progress_on=[pose])
+        pose.change(pose_tools["kind"], [pose, pose_state], [pose_kind, pose_preview, pose_state], api_name="pose_kind",
+                    concurrency_limit=None, show_progress="hidden")
+        pose.upload(pose_tools["upload"], [pose, size], pose_outputs, api_name="pose_upload", **preprocess)
+        pose_photo.upload(pose_tools["from_photo"], [pose_photo, size], pose_outputs, api_name="pose_from_photo",
+                          **preprocess)
 
         if example_gallery is not None:
             example_gallery.select(make_example_loader(examples), None, [slot.image for slot in slots] + [pose, prompt],
@@ -586,11 +904,15 @@ def build_demo(studio: studio_module.Studio, extensions: UiExtensions | None = N
         generate_inputs = []
         for slot in slots:
             generate_inputs += [slot.image, slot.mask]
+        used_inputs = generate_inputs + [pose, pose_state]
         generate_inputs += [pose, prompt, negative_prompt, seed, randomize_seed, steps, guidance, size, num_images,
-                            fusion_blocks, session]
-        generated = generate_button.click(make_generate(studio), generate_inputs, [result, bundle, status, session, last_seed],
-                              api_name="generate", concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
-                              show_progress_on=[result])
+                            fusion_blocks, session, pose_state]
+        generated = generate_button.click(make_generate(studio, service), generate_inputs,
+                                          [result, bundle, status, session, last_seed], api_name="generate",
+                                          concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
+                                          show_progress_on=[result])
+        generated.success(_friendly_errors(make_used_inputs(service)), used_inputs, used, api_visibility="private",
+                          concurrency_limit=None, show_progress="hidden")
 
         def reuse(session_state: dict):
             seed_value = (session_state or {}).get("last_seed")

@@ -98,16 +98,3 @@ def test_examples_fill_every_slot_and_the_prompt(app_module):
     loader = app_module.make_example_loader(examples)
     values = loader(type("Select", (), {"index": 0})())
     assert len(values) == 6 + 2 and values[-2].endswith("pose.png") and values[-1]
-
-
-def test_preprocessing_tools_plug_into_every_slot_and_the_pose(app_module):
-    from parts2whole.studio import ResolvedWeights, Studio
-
-    studio = Studio(resolver=lambda spec: ResolvedWeights(path="unused", name="unused", is_tiny=True))
-    seen = []
-    extensions = app_module.UiExtensions(slot_tools=[lambda slot: seen.append(slot.label)],
-                                         pose_tools=[lambda pose: seen.append("pose")])
-    app_module.build_demo(studio, extensions)
-    assert seen == ["face", "hair or headwear", "upper body clothes", "lower body clothes", "whole body clothes",
-                    "shoes", "pose"]
-    assert not studio.is_loaded  # building the UI never loads the model
