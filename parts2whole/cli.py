@@ -141,6 +141,7 @@ def run_generate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
         raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
+    _check_writable_folder(output)  # before the long model load, not after
     references, masks = {}, {}
     for label in PART_LABELS:
         path = getattr(args, f"part_{label}")
@@ -181,6 +182,15 @@ def run_generate(args: argparse.Namespace) -> int:
     for path in [*paths, json_path]:
         print(path)
     return EXIT_OK
+
+
+def _check_writable_folder(output: Path) -> None:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Parts2WholeInputError(f"Cannot write {output} ({error.strerror or error}); choose another -o path.") from None
+    if not os.access(output.parent, os.W_OK):
+        raise Parts2WholeInputError(f"Cannot write into {output.parent} (no permission); choose another -o path.")
 
 
 def _input_record(args: argparse.Namespace) -> dict[str, str]:

@@ -1,0 +1,333 @@
+"""Bad files and bad parameters thrown at the Python API (the studio), the CLI and the served UI.
+
+Each bad input ends in a clear message (the project's `Parts2WholeInputError` in Python; one stderr line and
+exit code 2 on the command line; a `gr.Error` through the served `/generate`), never a traceback, and the
+app keeps serving. Valid-but-odd files (16-bit, CMYK, palette with transparency, grayscale, EXIF-rotated,
+animated) simply work. Decided and documented in the README's "Limits": a file under 8 px on a side (1x1)
+is refused with a message; a 1x1 PIL image handed to the Python API is accepted (it is resized).
+Also here: out-of-memory becomes a "try a smaller size" message and the studio keeps working, and a
+cancelled generation frees the model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from app_fixtures import REPO_ROOT, WEIGHTS_DIR, app_env, example_file
+from bad_files import bad_file_bytes, odd_file_bytes, write_files
+from parts2whole import studio as studio_module
+from parts2whole.cli import EXIT_BAD_INPUT, main as cli_main
+from parts2whole.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
+from parts2whole.studio import GenerationRequest, Studio
+from preprocess.images import load_image, load_mask
+
+#: Every bad file is judged within this many seconds (header checks, no model work).
+SECONDS_PER_BAD_FILE = 2.0
+
+
+def assert_clear(message: str) -> None:
+    assert len(message) > 20, message
+    assert "Traceback" not in message and 'File "' not in message, message
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return write_files(tmp_path_factory.mktemp("bad"), bad_file_bytes())
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    return write_files(tmp_path_factory.mktemp("odd"), odd_file_bytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_studio():
+    import os
+
+    previous = os.environ.get("P2W_WEIGHTS_DIR")
+    os.environ["P2W_WEIGHTS_DIR"] = str(WEIGHTS_DIR)
+    try:
+        studio = Studio("tiny", device="cpu")
+        studio.pipeline()
+    finally:
+        if previous is None:
+            os.environ.pop("P2W_WEIGHTS_DIR", None)
+        else:
+            os.environ["P2W_WEIGHTS_DIR"] = previous
+    return studio
+
+
+def small_request(**overrides) -> GenerationRequest:
+    values = dict(references={"face": Image.open(example_file("face"))}, structure=Image.open(example_file("pose")),
+                  prompt="a person", seed=1, steps=1, height=64, width=64)
+    values.update(overrides)
+    return GenerationRequest(**values)
+
+
+# ----------------------------------------------------------------------------------------- (a) Python API
+
+
+@pytest.mark.parametrize("name", sorted(bad_file_bytes()))
+def test_bad_file_is_a_clear_input_error_as_image_and_as_mask(name, bad_files):
+    started = time.perf_counter()
+    with pytest.raises(Parts2WholeInputError) as error:
+        load_image(bad_files[name], what="face image")
+    assert_clear(str(error.value))
+    with pytest.raises(Parts2WholeInputError) as error:
+        load_mask(bad_files[name], (96, 128), what="face mask")
+    assert_clear(str(error.value))
+    assert time.perf_counter() - started < SECONDS_PER_BAD_FILE
+
+
+def test_bad_files_say_what_is_wrong(bad_files):
+    messages = {}
+    for name, path in bad_files.items():
+        with pytest.raises(Parts2WholeInputError) as error:
+            load_image(path)
+        messages[name] = str(error.value)
+    assert "empty" in messages["zero_byte.png"]
+    assert "damaged" in messages["truncated.png"] or "cut short" in messages["truncated.png"]
+    assert "SVG" in messages["drawing.svg"] and "PDF" in messages["document.pdf"]
+    assert "megapixels" in messages["bomb_header.png"]
+    assert "at least 8 px" in messages["one_pixel.png"]
+    assert "not an image" in messages["notes.txt"]
+
+
+@pytest.mark.parametrize("name", sorted(odd_file_bytes()))
+def test_odd_but_valid_file_generates_through_the_studio(name, odd_files, tiny_studio):
+    image = load_image(odd_files[name], what="face image")
+    assert image.mode in ("RGB", "RGBA") and min(image.size) >= 8
+    mask = load_mask(odd_files[name], image.size, what="face mask").mask
+    assert mask.mode == "L" and mask.size == image.size
+    if name == "exif_rotated.jpg":
+        assert image.size == (128, 96)  # stored 96x128, shown rotated a quarter turn
+    masks = {} if mask.getextrema()[1] <= 127 else {"face": mask}
+    result = tiny_studio.generate(small_request(references={"face": image}, masks=masks))
+    assert result.images[0].size == (64, 64)
+
+
+BAD_REQUESTS = {
+    "no parts": dict(references={}),
+    "parts not a mapping": dict(references=[Image.new("RGB", (64, 64))]),
+    "unknown label": dict(references={"tail": Image.new("RGB", (64, 64))}),
+    "duplicate label": dict(references={"top": Image.new("RGB", (64, 64)),
+                                        "upper body clothes": Image.new("RGB", (64, 64))}),
+    "a path instead of an image": dict(references={"face": "face.png"}),
+    "bytes instead of an image": dict(references={"face": b"\x89PNG\r\n"}),
+    "huge image": dict(references={"face": Image.new("1", (8000, 6000))}),
+    "mask without image": dict(masks={"shoes": Image.new("L", (64, 64), 255)}),
+    "empty mask": dict(masks={"face": Image.new("L", (64, 64), 0)}),
+    "mask of another shape": dict(masks={"face": Image.new("L", (256, 32), 255)}),
+    "mask not an image": dict(masks={"face": 3}),
+    "masks not a mapping": dict(masks=[1, 2]),
+    "no pose": dict(structure=None),
+    "pose is a path": dict(structure="pose.png"),
+    "height not a multiple of 8": dict(height=100),
+    "width too small": dict(width=8),
+    "height too large": dict(height=4096),
+    "height is text": dict(height="tall"),
+    "steps 0": dict(steps=0),
+    "steps huge": dict(steps=10**9),
+    "steps fractional": dict(steps=2.5),
+    "steps is text": dict(steps="many"),
+    "steps None": dict(steps=None),
+    "guidance NaN": dict(guidance_scale=float("nan")),
+    "guidance infinite": dict(guidance_scale=float("inf")),
+    "guidance negative": dict(guidance_scale=-1.0),
+    "guidance huge": dict(guidance_scale=1e9),
+    "guidance is text": dict(guidance_scale="strong"),
+    "seed negative": dict(seed=-1),
+    "seed too large": dict(seed=2**40),
+    "seed is text": dict(seed="lucky"),
+    "seed True": dict(seed=True),
+    "num images 0": dict(num_images=0),
+    "num images 99": dict(num_images=99),
+    "fusion blocks unknown": dict(fusion_blocks="everything"),
+    "prompt not text": dict(prompt=42),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+def test_bad_request_is_a_clear_input_error_before_any_model_work(name):
+    calls = []
+    studio = Studio(loader=lambda weights, choice: calls.append(1),
+                    resolver=lambda spec: studio_module.ResolvedWeights(path="none", name="none"), device="cpu")
+    with pytest.raises(Parts2WholeInputError) as error:
+        studio.generate(small_request(**BAD_REQUESTS[name]))
+    assert_clear(str(error.value))
+    assert not calls  # refused before the model is loaded
+
+
+def test_adjustments_come_back_as_notes(tiny_studio):
+    result = tiny_studio.generate(small_request(structure=Image.new("RGB", (200, 50)), prompt="word " * 120))
+    notes = " ".join(result.notes)
+    assert "stretched" in notes and "tokens" in notes
+
+
+@pytest.mark.parametrize("prompt", ["", "女性、赤いシャツ 👗 élégante", "a\x00b\nc"])
+def test_empty_and_non_ascii_prompts_work(prompt, tiny_studio):
+    assert tiny_studio.generate(small_request(prompt=prompt, negative_prompt=prompt)).images
+
+
+def test_full_non_binary_and_rgb_masks_work(tiny_studio):
+    image = Image.open(example_file("face"))
+    masks = {"face": Image.new("L", image.size, 255),  # full
+             "upper body clothes": Image.linear_gradient("L").resize(image.size),  # soft, non-binary
+             "shoes": Image.new("RGB", image.size, (255, 255, 255))}  # another mode
+    result = tiny_studio.generate(small_request(references={label: image for label in masks}, masks=masks))
+    assert result.images and result.request.parameters()["masked_parts"] == ["face", "upper body clothes", "shoes"]
+
+
+# ----------------------------------------------------------------------------------------- out of memory, cancel
+
+
+class _FailingOncePipeline:
+    """Raises `error` on its first denoising call, then behaves (like a GPU that ran out of memory once)."""
+
+    structure_kind = "densepose"
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def encode_references(self, references, masks, height, width, fusion_blocks):
+        return {"tokens": torch.zeros(1, 4)}
+
+    def __call__(self, *, num_inference_steps, callback_on_step_end, num_images_per_prompt, height, width, **kwargs):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        latents = torch.zeros(num_images_per_prompt, 4, height // 8, width // 8)
+        for step in range(num_inference_steps):
+            callback_on_step_end(self, step, 999 - step, {"latents": latents})
+        return type("Output", (), {"images": latents})()
+
+    def decode_latents(self, latents, output_type="pil"):
+        return [Image.new("RGB", (latents.shape[3] * 8, latents.shape[2] * 8)) for _ in range(latents.shape[0])]
+
+
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 9.00 GB)"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 123"),
+    MemoryError(),
+], ids=["cuda", "mps", "cpu", "MemoryError"])
+def test_out_of_memory_suggests_a_smaller_size_and_the_studio_keeps_serving(error):
+    pipe = _FailingOncePipeline(error)
+    studio = Studio(loader=lambda weights, choice: pipe, device="cpu",
+                    resolver=lambda spec: studio_module.ResolvedWeights(path="fake", name="fake"))
+    with pytest.raises(GenerationOutOfMemory) as caught:
+        studio.generate(small_request(steps=2, height=1024, width=768, num_images=2))
+    message = str(caught.value)
+    assert isinstance(caught.value, Parts2WholeInputError)  # the UI and CLI show it as a fixable input problem
+    assert "Out of memory" in message and "smaller output size" in message and "fewer parts" in message
+    assert "1024x768" in message
+    assert_clear(message)
+    assert studio.generate(small_request(steps=2)).images  # the next request runs
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory():
+    pipe = _FailingOncePipeline(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    studio = Studio(loader=lambda weights, choice: pipe, device="cpu",
+                    resolver=lambda spec: studio_module.ResolvedWeights(path="fake", name="fake"))
+    with pytest.raises(RuntimeError, match="shapes"):
+        studio.generate(small_request())
+
+
+def test_a_cancelled_generation_stops_within_a_step_and_frees_the_model(tiny_studio):
+    steps_done = []
+
+    def progress(update):
+        if update.stage == studio_module.STAGE_DENOISING and update.step:
+            steps_done.append(update.step)
+
+    with pytest.raises(GenerationCancelled):
+        tiny_studio.generate(small_request(steps=50, seed=3), progress=progress,
+                             cancelled=lambda: len(steps_done) >= 2)
+    assert len(steps_done) == 2
+    # The lock is free: another thread's generation runs at once.
+    results = []
+    worker = threading.Thread(target=lambda: results.append(tiny_studio.generate(small_request(steps=1))))
+    worker.start()
+    worker.join(timeout=60)
+    assert results and results[0].images
+
+
+def test_a_request_cancelled_while_waiting_never_starts():
+    pipe = _FailingOncePipeline(None)
+    studio = Studio(loader=lambda weights, choice: pipe, device="cpu",
+                    resolver=lambda spec: studio_module.ResolvedWeights(path="fake", name="fake"))
+    with pytest.raises(GenerationCancelled):
+        studio.generate(small_request(), cancelled=lambda: True)
+
+
+# ----------------------------------------------------------------------------------------- (b) the CLI
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    try:
+        code = cli_main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def _assert_one_clear_line(code: int, err: str) -> str:
+    assert code == EXIT_BAD_INPUT, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", sorted(bad_file_bytes()))
+@pytest.mark.parametrize("role", ["part", "mask", "pose"])
+def test_cli_bad_file_is_one_line_and_exit_2(name, role, bad_files, capsys, tmp_path):
+    face, pose, bad = str(example_file("face")), str(example_file("pose")), str(bad_files[name])
+    argv = {"part": ["--face", bad, "--pose", pose],
+            "mask": ["--face", face, "--mask-face", bad, "--pose", pose],
+            "pose": ["--face", face, "--pose", bad]}[role]
+    line = _assert_one_clear_line(*_cli(["generate", "--weights", "tiny", *argv, "-o", str(tmp_path / "o.png")], capsys))
+    assert bad in line or name in line  # says which file
+
+
+CLI_BAD_SETTINGS = [
+    ["--steps", "0"], ["--steps", "100000"], ["--steps", "many"], ["--guidance", "nan"], ["--guidance", "-2"],
+    ["--seed", "-1"], ["--seed", str(2**40)], ["--height", "100"], ["--width", "4096"], ["--num-images", "0"],
+    ["--fusion-blocks", "all"], ["-o", "out.gif"],
+]
+
+
+@pytest.mark.parametrize("settings", CLI_BAD_SETTINGS, ids=[" ".join(s) for s in CLI_BAD_SETTINGS])
+def test_cli_bad_setting_is_one_line_and_exit_2(settings, capsys, monkeypatch):
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(WEIGHTS_DIR))
+    argv = ["generate", "--weights", "tiny", "--face", str(example_file("face")), "--pose", str(example_file("pose")),
+            "-q", *settings]
+    _assert_one_clear_line(*_cli(argv, capsys))
+
+
+def test_cli_unwritable_output_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(WEIGHTS_DIR))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    argv = ["generate", "--weights", "tiny", "--face", str(example_file("face")), "--pose", str(example_file("pose")),
+            "-q", "--steps", "1", "--height", "64", "--width", "64", "-o", str(blocker / "out.png")]
+    line = _assert_one_clear_line(*_cli(argv, capsys))
+    assert "-o" in line
+
+
+def test_cli_as_a_process_bad_file_and_bad_setting(bad_files, tmp_path):
+    """The real entry point: exit code 2 and a single stderr line (nothing printed by imports or logging)."""
+    for extra in (["--face", str(bad_files["truncated.png"])], ["--face", str(example_file("face")), "--guidance", "nan"]):
+        command = [sys.executable, "-m", "parts2whole", "generate", "--weights", "tiny", *extra,
+                   "--pose", str(example_file("pose")), "-o", str(tmp_path / "o.png")]
+        completed = subprocess.run(command, cwd=REPO_ROOT, env=app_env(), capture_output=True, text=True, timeout=120)
+        _assert_one_clear_line(completed.returncode, completed.stderr)
+        assert completed.stdout == ""
+
