@@ -100,7 +100,7 @@ INTRO = (
 )
 
 #: Click modes on a part's picture: (shown, value). The value is what `/<part>_click` takes as `mode`.
-CLICK_MODES = [("＋ add", "add"), ("－ remove", "remove"), ("▭ box", "box")]
+CLICK_MODES = [("+ add", "add"), ("− remove", "remove"), ("▭ box", "box")]
 CLICK_MODE_VALUES = {"add": INCLUDE, "remove": EXCLUDE, "box": BOX}
 POSE_HELP = ("Upload a **DensePose** map (coloured body parts on black, what the released model reads), or a "
              "**photo** of someone in the pose you want: DWPose turns it into an OpenPose-style skeleton map.")
@@ -316,7 +316,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
         if suggestion.source == "not found":
             message = message or f"No {name} found: click on it to select it."
         elif message is None:
-            message = f"Found automatically. Click the picture to fix it: ＋ adds, － removes."
+            message = "Found automatically. Click the picture to fix it: + adds, − removes."
         return outputs(image, suggestion.mask, suggestion.source, tools, message,
                        (service.fallback_note("human parser", "Segment Anything", "DWPose"),))
 
@@ -425,7 +425,7 @@ def build_slot(label: str) -> PartSlot:
     with gr.Column(elem_id=f"slot-{key}", elem_classes=["slot-card"], min_width=200):
         image = gr.Image(label=name, type="filepath", image_mode=None, sources=["upload", "clipboard"],
                          height=220, elem_id=f"{key}-image", buttons=["fullscreen"])
-        preview = gr.Image(label="Used area", interactive=False, height=150, visible=False, format="png",
+        preview = gr.Image(label="Used area", interactive=False, height=190, visible=False, format="png",
                            elem_id=f"{key}-mask-preview", elem_classes=["mask-preview"], buttons=[])
         click_mode = gr.Radio(CLICK_MODES, value="add", show_label=False, visible=False, container=False,
                               elem_id=f"{key}-click-mode", elem_classes=["click-mode"])
@@ -756,7 +756,7 @@ def make_used_inputs(service: PreprocessingService | None = None):
             details, _ = _pose_details(service, pose_map, pose_state)
             kind = details.get("structure_kind")
             items.append((_display_size(pose_map), "Pose" + (f" · {kind}" if kind else "")))
-        return items
+        return gr.update(value=items, visible=True)
 
     return used_inputs
 
@@ -878,7 +878,7 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
                                     elem_id="result-gallery", buttons=["download", "fullscreen"], interactive=False)
                 used = gr.Gallery(label="Masks and pose used", columns=4, height=160, object_fit="contain",
                                   format="png", elem_id="used-inputs", buttons=["fullscreen"], interactive=False,
-                                  visible=True)
+                                  visible=False)
                 with gr.Row():
                     bundle = gr.DownloadButton("Download bundle (.zip)", elem_id="download-bundle")
                     reuse_seed = gr.Button("Reuse last seed", size="lg", elem_id="reuse-seed")
