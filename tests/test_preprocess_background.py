@@ -1,4 +1,4 @@
-"""Background removal through rembg with a tiny U^2-Net-signature ONNX model exported here."""
+"""Background removal through rembg with a tiny U^2-Net-signature ONNX model (preprocess.tiny) exported here."""
 
 from __future__ import annotations
 
@@ -13,26 +13,7 @@ from PIL import Image
 from parts2whole.errors import CheckpointError
 from preprocess import background
 from preprocess.background import BackgroundRemover, remove_background
-
-U2NET_SIDE = 320
-SIDE_OUTPUTS = 7
-
-
-class TinyRedSubjectNet(torch.nn.Module):
-    """U^2-Net's signature (1x3x320x320 -> seven 1x1x320x320 maps): the subject is what is redder than blue."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.refine = torch.nn.Conv2d(1, 1, kernel_size=3, padding=1)
-        with torch.no_grad():  # a seeded smoothing kernel that keeps the sign of the red-blue contrast
-            self.refine.weight.copy_(torch.rand(1, 1, 3, 3) + 0.5)
-            self.refine.bias.zero_()
-
-    def forward(self, image):
-        contrast = image[:, 0:1] - image[:, 2:3]
-        side = torch.sigmoid(3.0 * self.refine(contrast))
-        return tuple(side for _ in range(SIDE_OUTPUTS))
+from preprocess.tiny import SIDE_OUTPUTS, U2NET_SIDE, TinyRedSubjectNet
 
 
 @pytest.fixture()
