@@ -33,6 +33,7 @@ from parts2whole import studio as studio_module
 from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
 from parts2whole.preprocessing_service import BOX, EXCLUDE, INCLUDE, PreprocessingService
+from parts2whole.validation import MAX_IMAGE_PIXELS
 from preprocess.images import load_image, load_mask
 
 logger = logging.getLogger("parts2whole.app")
@@ -701,9 +702,9 @@ def make_generate(studio: studio_module.Studio, service: PreprocessingService | 
             structure = load_image(pose, what="pose map") if pose else None
             request = studio_module.GenerationRequest(
                 references=references, masks=masks, structure=structure, prompt=prompt or "",
-                negative_prompt=negative_prompt or "", seed=None if randomize_seed else int(seed or 0),
-                steps=int(steps), guidance_scale=float(guidance), height=height, width=width,
-                num_images=int(num_images), fusion_blocks=fusion_blocks)
+                negative_prompt=negative_prompt or "", seed=None if randomize_seed else (0 if seed is None else seed),
+                steps=steps, guidance_scale=guidance, height=height, width=width,
+                num_images=num_images, fusion_blocks=fusion_blocks)  # the studio checks each value, with a message
 
             def report(update: studio_module.ProgressUpdate) -> None:
                 progress(update.fraction, desc=update.text)
@@ -934,8 +935,33 @@ MAX_THREADS = 40
 
 def queue(demo: gr.Blocks) -> gr.Blocks:
     """GPU work waits in line, GPU_CONCURRENCY at a time (MAX_QUEUE_SIZE may wait; more are turned away
-    with "queue full"); cheap UI events (mask previews) have no limit and run beside it."""
+    with "queue full"); cheap UI events (mask previews) have no limit and run beside it.
+    Uploaded pictures reach the handlers undecoded (see `pass_uploads_undecoded`)."""
+    pass_uploads_undecoded(demo)
     return demo.queue(default_concurrency_limit=GPU_CONCURRENCY, max_size=MAX_QUEUE_SIZE)
+
+
+def pass_uploads_undecoded(demo: gr.Blocks) -> None:
+    """Hand every file-path image input to the handlers as the uploaded file, without Gradio decoding it.
+
+    Gradio's own preprocessing opens each upload with PIL (and converts a mask to "L", decoding every
+    pixel) before a handler runs: a text file, a PDF or a zero-byte upload then fails inside Gradio with
+    an anonymous error, and a decompression bomb is decoded. Our loaders (preprocess.images) check the
+    header, the pixel limit and the format first and say what is wrong, so they get the file as it is.
+    """
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Image) and block.type == "filepath" and not getattr(block, "_undecoded", False):
+            block.preprocess = functools.partial(_undecoded_image, block.preprocess)
+            block._undecoded = True
+
+
+def _undecoded_image(gradio_preprocess, payload):
+    if payload is None:
+        return None
+    url, path = getattr(payload, "url", None) or "", getattr(payload, "path", None)
+    if path and not url.startswith("data:"):
+        return str(path)  # already in Gradio's upload cache
+    return gradio_preprocess(payload)
 
 
 def launch_kwargs(args: argparse.Namespace) -> dict:
@@ -969,6 +995,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not every local request
     args = parse_args(argv)
+    # PIL refuses to open anything above twice this (Gradio's own image handling included); our loaders
+    # refuse above the limit itself, from the header.
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     studio = studio_module.get_studio(args.weights, device=args.device, dtype=args.dtype)
     weights = studio.weights  # resolve now: downloads, or one line saying why the tiny model is used
     print(f"Weights: {weights.name}" + (" - outputs are noise, not portraits" if weights.is_tiny else ""), flush=True)
