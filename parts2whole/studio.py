@@ -634,9 +634,12 @@ def load_pipeline(weights: ResolvedWeights, choice: DeviceChoice):
     from diffusers import AutoencoderKL
 
     from . import Parts2WholePipeline
+    from .train.export import read_structure_kind
 
     vae = AutoencoderKL.from_pretrained(weights.vae_path, torch_dtype=choice.dtype) if weights.vae_path else None
-    pipe = Parts2WholePipeline.from_pretrained(weights.path, torch_dtype=choice.dtype, vae=vae)
+    # The pose guider's map kind: what the checkpoint declares (parts2whole.json), DensePose for the released one.
+    pipe = Parts2WholePipeline.from_pretrained(weights.path, torch_dtype=choice.dtype, vae=vae,
+                                               structure_kind=read_structure_kind(weights.path))
     if not choice.zero_gpu:
         pipe.to(choice.device)
     if hasattr(pipe, "set_progress_bar_config"):

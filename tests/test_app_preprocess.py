@@ -182,3 +182,27 @@ def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
     assert len(state["clicks"].clicks) == 1
     _, preview, *_, state = tools["undo"](shoes, state)
     assert not state["clicks"].clicks and state["clicks"].box is not None
+
+
+def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypatch):
+    from parts2whole import studio as studio_module
+    from parts2whole.pipeline import Parts2WholePipeline
+    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.train.export import METADATA_NAME
+
+    (tmp_path / METADATA_NAME).write_text(json.dumps({"structure_kind": "openpose"}))
+    service = PreprocessingService(FakeStudio(tiny=False, folder=str(tmp_path)))
+    assert service.expected_structure_kind() == "openpose"
+    assert service.structure_note("openpose", from_photo=True).startswith("✓")
+    assert "different kind" in service.structure_note("densepose") and "OpenPose-style" in service.structure_note("densepose")
+
+    seen = {}
+
+    def fake_from_pretrained(cls, path, **kwargs):
+        seen.update(kwargs)
+        return type("Pipe", (), {"to": lambda self, device: self})()
+
+    monkeypatch.setattr(Parts2WholePipeline, "from_pretrained", classmethod(fake_from_pretrained))
+    weights = studio_module.ResolvedWeights(path=str(tmp_path), name="fine-tuned")
+    studio_module.load_pipeline(weights, studio_module.DeviceChoice(device="cpu", dtype=None))
+    assert seen["structure_kind"] == "openpose"  # the loaded pipeline reports what its pose guider reads
