@@ -256,9 +256,14 @@ def make_slot_handlers(label: str):
     return on_reference_change, on_mask_upload, on_mask_painted, on_mask_reset
 
 
-def new_tool_state() -> dict:
-    """Per-user, per-slot prompts (kept in gr.State): SAM's click state and a pending box corner."""
-    return {"clicks": None, "corner": None}
+#: Undo steps kept per slot (each holds one mask).
+UNDO_STEPS = 10
+
+
+def new_tool_state(clicks=None, mask: Image.Image | None = None, source: str = "") -> dict:
+    """Per-user, per-slot tool state (kept in gr.State): SAM's click state, a pending box corner, the mask
+    the tools last made (and its source), and the previous (mask, source, clicks) for Undo."""
+    return {"clicks": clicks, "corner": None, "mask": mask, "source": source, "history": []}
 
 
 def _has_transparency(image: Image.Image) -> bool:
@@ -295,6 +300,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
 
     def outputs(image: Image.Image, mask: Image.Image | None, source: str, tools: dict, message: str | None = None,
                 notes: tuple[str, ...] = ()):
+        tools.update(mask=mask, source=source)
         explicit, preview, editor = _slot_outputs(image, mask, source)
         clicks, corner = tools.get("clicks"), tools.get("corner")
         if clicks is not None and (clicks.clicks or clicks.box) or corner is not None:
@@ -312,7 +318,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
 
     def run_auto_mask(image: Image.Image):
         suggestion = service.auto_mask(image, label)
-        tools = {"clicks": suggestion.clicks, "corner": None}
+        tools = new_tool_state(suggestion.clicks)
         message = suggestion.message
         if suggestion.source == "not found":
             message = message or f"No {name} found: click on it to select it."
@@ -328,7 +334,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
         if image is None:
             return empty()
         if _has_transparency(image):
-            tools = {"clicks": service.start_state(image, studio_module.default_mask(image)), "corner": None}
+            tools = new_tool_state(service.start_state(image, studio_module.default_mask(image)))
             return outputs(image, None, "transparency", tools,
                            "Cut-out: its transparency is used. Click to refine, or try *Automatic mask*.")
         return run_auto_mask(image)
@@ -347,18 +353,21 @@ def make_tool_handlers(label: str, service: PreprocessingService):
             raise gr.Error(f"Upload the {name} picture first, then click on it.", print_exception=False)
         tools = dict(tools or new_tool_state())
         clicks = tools.get("clicks")
-        if clicks is not None:
-            clicks = clicks.for_image(service.start_state(image).image_key)
+        if clicks is not None and clicks.image_key != service.start_state(image).image_key:
+            tools = new_tool_state()  # another picture: its clicks and undo steps do not apply
+            clicks = None
         kind = CLICK_MODE_VALUES.get(mode or "add")
         if kind is None:
             raise gr.Error(f"Unknown click mode {mode!r}: use add, remove or box.", print_exception=False)
         suggestion = service.click(image, clicks, float(x), float(y), kind, tools.get("corner"))
+        current = load_mask(mask_path, image.size).mask if mask_path else tools.get("mask")
         if suggestion is None:  # first corner of a box: show it, keep the mask as it is
             tools.update(clicks=clicks, corner=(float(x), float(y)))
-            current = load_mask(mask_path, image.size).mask if mask_path else None
-            shown = outputs(image, current, "drawing a box", tools, "Now click the opposite corner of the box.")
+            shown = outputs(image, current, tools.get("source") or "drawing a box", tools,
+                            "Now click the opposite corner of the box.")
             return (gr.skip(), shown[1], gr.skip(), *shown[3:])
-        tools.update(clicks=suggestion.clicks, corner=None)
+        history = [*tools.get("history", []), (current, tools.get("source") or _default_source(image), clicks)]
+        tools.update(clicks=suggestion.clicks, corner=None, history=history[-UNDO_STEPS:])
         return outputs(image, suggestion.mask, suggestion.source, tools, None,
                        (service.fallback_note("Segment Anything"),))
 
@@ -383,23 +392,21 @@ def make_tool_handlers(label: str, service: PreprocessingService):
 
     @_friendly_errors
     def on_undo(image_path: str | None, tools: dict | None):
+        """Back to the mask before the last click (or forget a box's first corner)."""
         image = load(image_path)
         if image is None:
             return empty()
         tools = dict(tools or new_tool_state())
-        clicks = tools.get("clicks")
         if tools.get("corner") is not None:
             tools["corner"] = None
-        elif clicks is not None and clicks.clicks:
-            clicks = clicks.undo()
-            tools["clicks"] = clicks
-        else:
-            return outputs(image, None, _default_source(image), new_tool_state(), "No click to undo.")
-        if clicks is None or not clicks.has_prompt:
-            return outputs(image, None, _default_source(image), tools, None)
-        suggestion = service.predict(image, clicks, "clicks")
-        tools["clicks"] = suggestion.clicks
-        return outputs(image, suggestion.mask, "clicks", tools)
+            mask = tools.get("mask")
+            return outputs(image, mask, tools.get("source") or _default_source(image), tools)
+        history = list(tools.get("history") or [])
+        if not history:
+            return (gr.skip(),) * 4 + (gr.update(value="Nothing to undo."), tools)
+        mask, source, clicks = history.pop()
+        tools.update(clicks=clicks, history=history)
+        return outputs(image, mask, source, tools)
 
     @_friendly_errors
     def on_remove_background(image_path: str | None):
@@ -408,8 +415,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
         if image is None:
             raise gr.Error(f"Upload the {name} picture first.", print_exception=False)
         alpha = service.remove_background(image).getchannel("A")
-        tools = {"clicks": service.start_state(image, alpha.point(lambda v: 255 if v > MASK_THRESHOLD else 0)),
-                 "corner": None}
+        tools = new_tool_state(service.start_state(image, alpha.point(lambda v: 255 if v > MASK_THRESHOLD else 0)))
         return outputs(image, alpha, "background removed", tools, "Background removed: only the subject is used.",
                        (service.fallback_note("background remover"),))
 

@@ -176,12 +176,17 @@ def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
     shoes = str(flat_photo("shoes", tmp_path))
     mask, preview, _editor, _mode, message, state = tools["click"](shoes, "box", 20, 30, None)
     assert "opposite corner" in message["value"] and state["corner"] == (20.0, 30.0)
-    mask, preview, _editor, _mode, message, state = tools["click"](shoes, "box", 230, 220, state)
+    boxed, preview, _editor, _mode, message, state = tools["click"](shoes, "box", 230, 220, state)
     assert "box" in preview["label"] and state["clicks"].box == (20.0, 30.0, 230.0, 220.0)
-    _, preview, *_, state = tools["click"](shoes, "add", 100, 120, state)
+    added, preview, *_, state = tools["click"](shoes, "add", 100, 120, state)
     assert len(state["clicks"].clicks) == 1
-    _, preview, *_, state = tools["undo"](shoes, state)
-    assert not state["clicks"].clicks and state["clicks"].box is not None
+
+    undone, preview, *_, state = tools["undo"](shoes, state)  # exactly the mask before the click
+    assert np.array_equal(np.asarray(undone), np.asarray(boxed)) and not state["clicks"].clicks
+    undone, preview, *_, state = tools["undo"](shoes, state)  # before the box: the picture's own mask
+    assert undone is None and getattr(state["clicks"], "box", None) is None
+    *_, message, state = tools["undo"](shoes, state)
+    assert message["value"] == "Nothing to undo."
 
 
 def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypatch):
