@@ -12,6 +12,7 @@ and without ever silently keeping random weights.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -37,12 +38,16 @@ OFFICIAL_VAE_REPO_ID = "stabilityai/sd-vae-ft-mse"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 DECOUPLED_WEIGHTS_NAME = "decoupled_attn.pth"
 DECOUPLED_KEY_MARKER = ".processor.to_"
+#: Written by parts2whole.train next to a checkpoint it made; the released checkpoint has none.
+METADATA_NAME = "parts2whole.json"
 #: Files of the official layout the pipeline reads (anything else in the repo is not downloaded).
 CHECKPOINT_PATTERNS = [
     "model_index.json", "unet/*", "reference_unet/*", "pose_guider/*", "vae/*", "text_encoder/*",
-    "image_encoder/*", "tokenizer/*", "feature_extractor/*", "scheduler/*", DECOUPLED_WEIGHTS_NAME,
+    "image_encoder/*", "tokenizer/*", "feature_extractor/*", "scheduler/*", DECOUPLED_WEIGHTS_NAME, METADATA_NAME,
 ]
 UNSAFE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pkl")
+#: The structure maps a checkpoint without METADATA_NAME (the released one) was trained on.
+DEFAULT_STRUCTURE_KIND = "densepose"
 
 
 def resolve_checkpoint(path_or_hub_id: str | Path, *, revision: str | None = None, use_decoupled_cross_attn: bool = True,
@@ -66,6 +71,14 @@ def resolve_checkpoint(path_or_hub_id: str | Path, *, revision: str | None = Non
     logger.info("Fetching %s@%s from the Hub or its local cache (%s)", repo_id, revision or "main", cache_dir or "HF cache")
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir,
                                   local_files_only=local_files_only))
+
+
+def read_structure_kind(folder: str | Path) -> str:
+    """The structure kind a checkpoint folder declares ("densepose" when it declares none)."""
+    path = Path(folder) / METADATA_NAME
+    if not path.is_file():
+        return DEFAULT_STRUCTURE_KIND
+    return str(json.loads(path.read_text()).get("structure_kind", DEFAULT_STRUCTURE_KIND))
 
 
 def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:

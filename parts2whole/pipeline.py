@@ -27,15 +27,13 @@ from .attention import (
 )
 from .errors import Parts2WholeInputError
 from .image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels, to_pil
-from .loading import load_components, resolve_checkpoint
+from .loading import DEFAULT_STRUCTURE_KIND, load_components, read_structure_kind, resolve_checkpoint
 from .models import added_to_conv_in
 
 logger = logging.getLogger(__name__)
 
 #: The reference UNet encodes references as clean images: timestep 0.
 REFERENCE_TIMESTEP = 0
-#: What the released checkpoint's pose guider was trained on.
-DEFAULT_STRUCTURE_KIND = "densepose"
 #: Tensors a `callback_on_step_end` may ask for.
 CALLBACK_TENSOR_INPUTS = {"latents", "noise_pred"}
 
@@ -90,14 +88,17 @@ class Parts2WholePipeline(DiffusionPipeline):
     def from_pretrained(cls, path_or_hub_id: str | Path, use_decoupled_cross_attn: bool = True,
                         torch_dtype: torch.dtype = torch.float32, revision: str | None = None,
                         vae: AutoencoderKL | None = None, cache_dir: str | Path | None = None,
-                        local_files_only: bool = False, structure_kind: str = DEFAULT_STRUCTURE_KIND) -> "Parts2WholePipeline":
-        """Load a checkpoint in the official layout from a local folder or a Hub id (e.g. "huanngzh/Parts2Whole")."""
+                        local_files_only: bool = False, structure_kind: str | None = None) -> "Parts2WholePipeline":
+        """Load a checkpoint in the official layout from a local folder or a Hub id (e.g. "huanngzh/Parts2Whole").
+
+        `structure_kind` (what the pose guider reads: "densepose" or "openpose") defaults to what the
+        checkpoint declares in parts2whole.json, else "densepose" (the released checkpoint)."""
         folder = resolve_checkpoint(path_or_hub_id, revision=revision, use_decoupled_cross_attn=use_decoupled_cross_attn,
                                     with_vae=vae is None, cache_dir=cache_dir, local_files_only=local_files_only)
         components = load_components(folder, use_decoupled_cross_attn=use_decoupled_cross_attn, torch_dtype=torch_dtype, vae=vae)
         if vae is not None:
             components["vae"] = vae.to(dtype=torch_dtype)
-        return cls(**components, structure_kind=structure_kind)
+        return cls(**components, structure_kind=structure_kind or read_structure_kind(folder))
 
     @property
     def structure_kind(self) -> str:

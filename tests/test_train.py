@@ -333,7 +333,8 @@ def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_check
     resumed_weights, straight_weights = _pose_guider_weights(continued.exported), _pose_guider_weights(straight.exported)
     assert all(torch.allclose(resumed_weights[k], straight_weights[k], atol=1e-6) for k in straight_weights)
 
-    pipe = Parts2WholePipeline.from_pretrained(exported, structure_kind=read_structure_kind(exported))
+    pipe = Parts2WholePipeline.from_pretrained(exported)
+    assert pipe.structure_kind == "openpose"  # read from parts2whole.json
     assert pipe.structure_kind == "openpose"
     sample = json.loads((dataset_root / "test_dwpose.jsonl").read_text().splitlines()[0])
     references = {label: Image.open(dataset_root / path) for label, path in sample["appearance"].items()}

@@ -16,22 +16,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..loading import DECOUPLED_KEY_MARKER, DECOUPLED_WEIGHTS_NAME, WEIGHTS_NAME
+from ..loading import (  # noqa: F401 - read_structure_kind and DEFAULT_STRUCTURE_KIND are re-exported
+    DECOUPLED_KEY_MARKER, DECOUPLED_WEIGHTS_NAME, DEFAULT_STRUCTURE_KIND, METADATA_NAME, WEIGHTS_NAME, read_structure_kind,
+)
 
-#: Root metadata file of checkpoints made by this recipe.
-METADATA_NAME = "parts2whole.json"
-#: What a checkpoint without METADATA_NAME (the released one) was trained on.
-DEFAULT_STRUCTURE_KIND = "densepose"
 #: Folders and files of the official layout that training never changes.
 FROZEN_ENTRIES = ("vae", "text_encoder", "image_encoder", "tokenizer", "feature_extractor", "scheduler", "model_index.json")
-
-
-def read_structure_kind(folder: str | Path) -> str:
-    """The structure kind a checkpoint folder declares ("densepose" when it declares none)."""
-    path = Path(folder) / METADATA_NAME
-    if not path.is_file():
-        return DEFAULT_STRUCTURE_KIND
-    return str(json.loads(path.read_text()).get("structure_kind", DEFAULT_STRUCTURE_KIND))
 
 
 def _save_module(module: torch.nn.Module, folder: Path, state: dict[str, torch.Tensor]) -> None:
