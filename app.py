@@ -303,7 +303,8 @@ def make_tool_handlers(label: str, service: PreprocessingService):
         tools.update(mask=mask, source=source)
         explicit, preview, editor = _slot_outputs(image, mask, source)
         clicks, corner = tools.get("clicks"), tools.get("corner")
-        if clicks is not None and (clicks.clicks or clicks.box) or corner is not None:
+        # Prompts are drawn once people click (automatic seeds and a cut-out's box stay out of sight until then).
+        if clicks is not None and source in ("clicks", "box") or corner is not None:
             shown = preview["value"]
             preview["value"] = service.draw_prompts(shown, clicks, shown.width / image.width, corner)
         lines = [line for line in (message, *notes) if line]
@@ -318,6 +319,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
 
     def run_auto_mask(image: Image.Image):
         suggestion = service.auto_mask(image, label)
+        service.prefetch_embedding(image)  # the first click then answers at once
         tools = new_tool_state(suggestion.clicks)
         message = suggestion.message
         if suggestion.source == "not found":

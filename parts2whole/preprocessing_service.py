@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,13 @@ class PoseFromPhoto:
     people: int
 
 
+def _quietly(fn: Callable, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - a prefetch is an optimisation; the click computes it again
+        logger.debug("prefetch failed", exc_info=True)
+
+
 def _structure_kind_name(kind: str) -> str:
     return {"densepose": "DensePose", "openpose": "OpenPose-style"}.get(kind, kind)
 
@@ -87,6 +95,7 @@ class PreprocessingService:
         self._models: dict[str, Any] = {}
         self._locks = {name: threading.Lock() for name in (PARSER, SEGMENTER, POSE, BACKGROUND)}
         self._tiny_lock = threading.Lock()
+        self._prefetcher: ThreadPoolExecutor | None = None
         #: Tools running on a tiny stand-in because their real weights could not be had, and why.
         self.fallbacks: dict[str, str] = {}
 
@@ -209,6 +218,17 @@ class PreprocessingService:
                                 pose_estimator=_Lazy(self.pose_estimator))
         source = {"parser": "automatic", "pose+sam": "from the body pose", "none": "not found"}[selection.source]
         return MaskSuggestion(selection.mask, source, selection.state, selection.message)
+
+    def prefetch_embedding(self, image: Image.Image) -> None:
+        """Encode `image` for Segment Anything in the background (one at a time), so the first click on it
+        only runs the small decoder. Only when SAM is already loaded: this never starts a download."""
+        segmenter = self._models.get(SEGMENTER)
+        if segmenter is None:
+            return
+        with self._tiny_lock:
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam-prefetch")
+        self._prefetcher.submit(_quietly, segmenter.embed, image)
 
     def start_state(self, image: Image.Image, mask: Image.Image | None = None):
         """Prompts for `image` with nothing clicked yet; with `mask`, its box (so clicks refine it)."""
