@@ -405,7 +405,7 @@ def make_tool_handlers(label: str, service: PreprocessingService):
             return outputs(image, mask, tools.get("source") or _default_source(image), tools)
         history = list(tools.get("history") or [])
         if not history:
-            return (gr.skip(),) * 4 + (gr.update(value="Nothing to undo."), tools)
+            return (gr.skip(),) * 4 + (gr.update(value="No click to undo."), tools)
         mask, source, clicks = history.pop()
         tools.update(clicks=clicks, history=history)
         return outputs(image, mask, source, tools)

@@ -186,7 +186,7 @@ def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
     undone, preview, *_, state = tools["undo"](shoes, state)  # before the box: the picture's own mask
     assert undone is None and getattr(state["clicks"], "box", None) is None
     *_, message, state = tools["undo"](shoes, state)
-    assert message["value"] == "Nothing to undo."
+    assert message["value"] == "No click to undo."
 
 
 def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypatch):
