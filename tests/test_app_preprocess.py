@@ -211,3 +211,24 @@ def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypa
     weights = studio_module.ResolvedWeights(path=str(tmp_path), name="fine-tuned")
     studio_module.load_pipeline(weights, studio_module.DeviceChoice(device="cpu", dtype=None))
     assert seen["structure_kind"] == "openpose"  # the loaded pipeline reports what its pose guider reads
+
+
+def test_pose_slot_keeps_a_map_and_turns_a_photo_into_a_labelled_skeleton(tmp_path):
+    import app
+    from parts2whole.preprocessing_service import PreprocessingService
+
+    service = PreprocessingService(FakeStudio(tiny=True), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
+    pose = app.make_pose_handlers(service)
+    densepose = str(example_file("pose"))
+    kept, preview, note, state = pose["upload"](densepose, FAST_SIZE)
+    assert note["value"].startswith("✓ **DensePose map**") and preview["visible"] is False and not state["from_photo"]
+
+    photo = str(EXAMPLE_DIR / "thumbnail.jpg")
+    pose_map, preview, note, state = pose["upload"](photo, FAST_SIZE)  # a photo, not a map: DWPose runs
+    assert pose_map.size == (512, 768) and preview["visible"] and "OpenPose-style" in note["value"]
+    assert state["from_photo"] and state["keypoints"]["people"]
+    pose_map.save(tmp_path / "map.png")
+    note, _preview, kept_state = pose["kind"](str(tmp_path / "map.png"), state)  # the map's own change event
+    assert "made from your photo" in note["value"] and kept_state["from_photo"]
+    note, preview, state = pose["kind"](densepose, state)  # another map replaces it
+    assert "uploaded" in note["value"] and not state["from_photo"] and preview["visible"] is False
