@@ -436,9 +436,10 @@ def build_slot(label: str) -> PartSlot:
                          height=220, elem_id=f"{key}-image", buttons=["fullscreen"])
         preview = gr.Image(label="Used area", interactive=False, height=190, visible=False, format="png",
                            elem_id=f"{key}-mask-preview", elem_classes=["mask-preview"], buttons=[])
-        click_mode = gr.Radio(CLICK_MODES, value="add", show_label=False, visible=False, container=False,
+        click_mode = gr.Radio(CLICK_MODES, value="add", label="Click mode", show_label=False, visible=False,
+                              container=False,
                               elem_id=f"{key}-click-mode", elem_classes=["click-mode"])
-        message = gr.Markdown("", elem_id=f"{key}-mask-message", elem_classes=["mask-message"])
+        message = gr.Markdown("", label="Mask note", elem_id=f"{key}-mask-message", elem_classes=["mask-message"])
         mask = gr.Image(label=f"{name} mask", type="filepath", image_mode="L", visible=False, format="png",
                         elem_id=f"{key}-mask")
         tools = gr.State(new_tool_state())
@@ -850,7 +851,7 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
             with gr.Column(scale=2):
                 pose = gr.Image(label="Pose", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                 height=260, elem_id="pose-image", buttons=["fullscreen"], format="png")
-                pose_kind = gr.Markdown("", visible=False, elem_id="pose-kind")
+                pose_kind = gr.Markdown("", label="Pose map kind", visible=False, elem_id="pose-kind")
                 pose_preview = gr.Image(label="Detected pose (DWPose)", interactive=False, visible=False, height=200,
                                         format="png", elem_id="pose-preview", buttons=["fullscreen"])
                 pose_photo = gr.UploadButton("Make a pose map from a photo", file_types=["image"], size="sm",
