@@ -192,3 +192,49 @@ def test_ui_stays_responsive_during_a_generation_and_stop_frees_the_worker(tmp_p
         seed=6, steps=1, size=FAST_SIZE, api_name="/generate").result(timeout=120)
     assert "Done" in status
     assert time.monotonic() - started < 45, "the stopped generation kept the model busy"
+
+
+#: Run in a separate process that is then killed: a browser tab closed in the middle of a generation.
+_DISCONNECTING_CLIENT = """
+import sys, time
+import gradio_client
+from gradio_client.utils import Status
+url, face, pose, size, steps = sys.argv[1:6]
+client = gradio_client.Client(url, verbose=False)
+job = client.submit(face=gradio_client.handle_file(face), pose=gradio_client.handle_file(pose), randomize_seed=False,
+                    seed=9, steps=int(steps), size=size, api_name="/generate")
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline and not job.done():
+    status = job.status()
+    if any("Denoising" in (unit.desc or "") for unit in (status.progress_data or [])):
+        print("denoising", flush=True)
+        break
+    time.sleep(0.2)
+time.sleep(600)
+"""
+
+
+def test_a_client_that_disconnects_frees_the_worker(tmp_path):
+    import subprocess
+    import sys
+
+    from app_fixtures import app_env
+
+    url = shared_app_url()
+    script = tmp_path / "disconnecting_client.py"
+    script.write_text(_DISCONNECTING_CLIENT)
+    process = subprocess.Popen([sys.executable, str(script), url, str(example_file("face")), str(example_file("pose")),
+                                LONG_SIZE, str(LONG_STEPS)], stdout=subprocess.PIPE, text=True, env=app_env())
+    try:
+        line = process.stdout.readline()  # blocks until the generation is denoising (or the script ends)
+        assert line.strip() == "denoising", line
+    finally:
+        process.kill()  # the connection drops without a goodbye
+        process.wait(timeout=30)
+    other = gradio_client.Client(url, verbose=False, download_files=str(tmp_path / "other"))
+    started = time.monotonic()
+    _gallery, _bundle, status, _seed = other.submit(
+        face=handle(str(example_file("face"))), pose=handle(str(example_file("pose"))), randomize_seed=False,
+        seed=6, steps=1, size=FAST_SIZE, api_name="/generate").result(timeout=120)
+    assert "Done" in status
+    assert time.monotonic() - started < 45, "the abandoned generation kept the model busy"
