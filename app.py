@@ -81,6 +81,10 @@ POSE_MAP_MIN_SIDE = 768
 CSS = """
 .slot-card { border-radius: 12px; }
 .slot-card .mask-preview img { object-fit: contain; }
+/* The "Used area" label sits above the picture, not over it: every pixel can be clicked. */
+.slot-card .mask-preview { height: auto !important; }
+.slot-card .mask-preview [data-testid="block-label"] { position: relative; top: 0; left: 0; margin-bottom: 4px; }
+.slot-card .mask-preview .image-container { height: 190px; }
 #tiny-model-banner { background: #fff4d6; border: 1px solid #e8c15a; border-radius: 10px; padding: 10px 14px; }
 #tiny-model-banner p { margin: 0; color: #5b4300; }
 #generate-button { min-height: 52px; font-size: 1.1em; }
