@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Union
 
@@ -62,6 +63,9 @@ MASK_THRESHOLD = 127
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, Image.Image]
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: What PIL's decoders raise on damaged files (a broken TIFF directory raises TypeError or KeyError, ...).
+_DAMAGED_FILE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError, struct.error,
+                        ZeroDivisionError, OverflowError)
 _HOW_TO_FIX_FORMAT = "Save it as PNG or JPEG and upload that."
 
 
@@ -72,7 +76,12 @@ def load_image(source: ImageSource, *, what: str = "image") -> Image.Image:
     Raises :class:`Parts2WholeInputError` for anything a user must fix.
     """
     image = _open_any(source, what)
-    return normalise_mode(image)
+    try:
+        return normalise_mode(image)
+    except _DAMAGED_FILE_ERRORS as error:
+        raise Parts2WholeInputError(
+            f"The {what} uses a pixel format this app cannot convert ({image.mode}: {error}). {_HOW_TO_FIX_FORMAT}"
+        ) from None
 
 
 def load_rgb(source: ImageSource, *, what: str = "image", background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -197,7 +206,7 @@ def _decode(data: bytes, what: str) -> Image.Image:
         ) from None
     except Image.DecompressionBombError:
         raise Parts2WholeInputError(_too_many_pixels_message(None, what)) from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except _DAMAGED_FILE_ERRORS as error:
         raise Parts2WholeInputError(f"The {what} file is damaged ({error}). {_HOW_TO_FIX_FORMAT}") from None
 
     check_image_size(image.size, what)  # header only: no pixel has been decoded yet
@@ -206,13 +215,13 @@ def _decode(data: bytes, what: str) -> Image.Image:
         image.load()
     except Image.DecompressionBombError:
         raise Parts2WholeInputError(_too_many_pixels_message(image.size, what)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    except _DAMAGED_FILE_ERRORS as error:
         raise Parts2WholeInputError(
             f"The {what} file is damaged or cut short ({error}). {_HOW_TO_FIX_FORMAT}"
         ) from None
     try:
         return ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+    except _DAMAGED_FILE_ERRORS:
         return image  # unreadable EXIF: keep the pixels as stored
 
 
@@ -302,7 +311,12 @@ def load_mask(source: ImageSource, expected_size: tuple[int, int] | None = None,
     with nearest neighbour and ``note`` says so; a different aspect ratio raises.
     """
     raw = _open_any(source, what)
-    mask = to_mask(raw)
+    try:
+        mask = to_mask(raw)
+    except _DAMAGED_FILE_ERRORS as error:
+        raise Parts2WholeInputError(
+            f"The {what} uses a pixel format this app cannot convert ({raw.mode}: {error}). {_HOW_TO_FIX_FORMAT}"
+        ) from None
     if expected_size is None or mask.size == tuple(expected_size):
         return LoadedMask(mask)
     width, height = mask.size
