@@ -331,3 +331,44 @@ def test_cli_as_a_process_bad_file_and_bad_setting(bad_files, tmp_path):
         _assert_one_clear_line(completed.returncode, completed.stderr)
         assert completed.stdout == ""
 
+
+
+# ----------------------------------------------------------------------------------------- safe serving, docs
+
+
+SERVING_SOURCES = [REPO_ROOT / "app.py", *sorted((REPO_ROOT / "parts2whole").glob("*.py")),
+                   *sorted((REPO_ROOT / "preprocess").glob("*.py"))]
+
+
+def test_no_user_path_can_reach_a_shell_and_nothing_is_unpickled():
+    """The code that serves people runs no shell and loads weights only from safetensors or with
+    `torch.load(weights_only=True)`."""
+    import ast
+
+    for path in SERVING_SOURCES:
+        source = path.read_text()
+        for needle in ("subprocess", "os.system", "os.popen", "shell=True", "pickle.load", "trust_remote_code=True"):
+            assert needle not in source, f"{path.name} uses {needle}"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                assert safe, f"{path.name}:{node.lineno}: torch.load without weights_only=True"
+
+
+def test_readme_limits_match_the_code():
+    import app
+    from parts2whole.labels import MAX_REFERENCES
+    from parts2whole.validation import MAX_IMAGE_PIXELS
+    from preprocess.images import MAX_FILE_BYTES, MIN_IMAGE_SIDE
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    if "## Limits" not in readme:
+        pytest.skip("README has no Limits section yet")
+    section = readme.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    expected = [f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels", f"{app.MAX_UPLOAD_MB} MB", f"{MAX_FILE_BYTES // 2**20} MB",
+                f"{MAX_REFERENCES} parts", f"{MIN_IMAGE_SIDE} px", f"{studio_module.MIN_SIDE}",
+                f"{studio_module.MAX_SIDE}", f"multiples of {studio_module.SIZE_MULTIPLE}", f"{studio_module.MAX_STEPS}",
+                f"{studio_module.MAX_IMAGES}", "77", f"{app.MAX_QUEUE_SIZE}"]
+    for text in expected:
+        assert text in section, f"README Limits should say {text!r}"
