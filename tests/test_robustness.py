@@ -25,6 +25,7 @@ from bad_files import bad_file_bytes, odd_file_bytes, write_files
 from parts2whole import studio as studio_module
 from parts2whole.cli import EXIT_BAD_INPUT, main as cli_main
 from parts2whole.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
+from parts2whole.labels import PART_LABELS
 from parts2whole.studio import GenerationRequest, Studio
 from preprocess.images import load_image, load_mask
 
@@ -101,16 +102,22 @@ def test_bad_files_say_what_is_wrong(bad_files):
 
 
 @pytest.mark.parametrize("name", sorted(odd_file_bytes()))
-def test_odd_but_valid_file_generates_through_the_studio(name, odd_files, tiny_studio):
+def test_odd_but_valid_file_loads_upright_as_rgb_and_as_a_mask(name, odd_files):
     image = load_image(odd_files[name], what="face image")
     assert image.mode in ("RGB", "RGBA") and min(image.size) >= 8
     mask = load_mask(odd_files[name], image.size, what="face mask").mask
     assert mask.mode == "L" and mask.size == image.size
     if name == "exif_rotated.jpg":
         assert image.size == (128, 96)  # stored 96x128, shown rotated a quarter turn
-    masks = {} if mask.getextrema()[1] <= 127 else {"face": mask}
-    result = tiny_studio.generate(small_request(references={"face": image}, masks=masks))
-    assert result.images[0].size == (64, 64)
+
+
+def test_odd_but_valid_files_generate_through_the_studio(odd_files, tiny_studio):
+    """All of them as parts of two generations (six parts at most per generation)."""
+    names = sorted(odd_files)
+    for chunk in (names[:6], names[6:]):
+        references = {label: load_image(odd_files[name]) for label, name in zip(PART_LABELS, chunk)}
+        result = tiny_studio.generate(small_request(references=references))
+        assert result.images[0].size == (64, 64) and result.request.parameters()["parts"] == list(references)
 
 
 BAD_REQUESTS = {
