@@ -60,8 +60,9 @@ DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_FUSION_BLOCKS = "full"
 FUSION_BLOCK_CHOICES = ("full", "midup")
-SIZE_MULTIPLE = 8
-MIN_SIDE, MAX_SIDE = 64, 2048
+#: Output sizes: the validation layer's limits (one definition).
+SIZE_MULTIPLE = validation.SIZE_MULTIPLE
+MIN_SIDE, MAX_SIDE = validation.MIN_SIZE, validation.MAX_SIZE
 MAX_STEPS = 150
 MAX_IMAGES = 4
 MAX_SEED = 2**31 - 1

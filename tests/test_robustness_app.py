@@ -180,3 +180,26 @@ def test_launch_settings_cap_uploads_and_serve_no_extra_paths():
     kwargs = app.launch_kwargs(app.parse_args([]))
     assert kwargs["max_file_size"] == f"{app.MAX_UPLOAD_MB}mb"
     assert not kwargs.get("allowed_paths") and kwargs["show_error"] is False
+
+
+def test_out_of_memory_in_the_generate_handler_is_a_message_and_the_next_run_works(tmp_path):
+    """In-process: the app's Generate handler over a studio whose first run exhausts GPU memory."""
+    import gradio as gr
+    import torch
+
+    import app
+    from parts2whole import studio as studio_module
+    from test_robustness import _FailingOncePipeline
+
+    pipe = _FailingOncePipeline(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB"))
+    studio = studio_module.Studio(loader=lambda weights, choice: pipe, device="cpu",
+                                  resolver=lambda spec: studio_module.ResolvedWeights(path="fake", name="fake"))
+    generate = app.make_generate(studio)
+    inputs = dict(face=str(example_file("face")), pose=str(example_file("pose")), randomize_seed=False, seed=3,
+                  steps=2, size=app.DEFAULT_SIZE)
+    with pytest.raises(gr.Error) as error:
+        generate(**inputs)
+    message = assert_clear_app_error(error.value, "Out of memory", "smaller output size")
+    assert "768x512" in message
+    gallery, _bundle, status, _session, seed = generate(**inputs)
+    assert "Done" in status and seed == 3 and len(gallery) == 1
