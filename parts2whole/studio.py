@@ -333,9 +333,12 @@ def mask_coverage(mask: Image.Image) -> float:
 
 
 def normalise_image(image: Image.Image) -> Image.Image:
-    """Apply EXIF rotation and keep transparency (RGBA) so the alpha can serve as the default mask."""
+    """Apply EXIF rotation and keep transparency (RGBA) so the alpha can serve as the default mask; other
+    modes become RGB the way file loading does it (16-bit and float greys are scaled, not clipped)."""
+    from preprocess.images import normalise_mode
+
     image = ImageOps.exif_transpose(image)
-    return image.convert("RGBA") if image.mode not in ("RGB", "RGBA") else image
+    return image if image.mode in ("RGB", "RGBA") else normalise_mode(image)
 
 
 # --------------------------------------------------------------------------------------------- requests

@@ -379,3 +379,11 @@ def test_readme_limits_match_the_code():
                 f"{studio_module.MAX_IMAGES}", "77", f"{app.MAX_QUEUE_SIZE}"]
     for text in expected:
         assert text in section, f"README Limits should say {text!r}"
+
+
+def test_sixteen_bit_and_float_images_given_to_the_api_are_scaled_not_clipped():
+    grey16 = Image.new("I;16", (64, 64), 30000)  # about 117 in 8 bits; clipping would make it white
+    floats = Image.new("F", (64, 64), 0.5)  # 0..1 floats: about 128
+    request = small_request(references={"face": grey16, "shoes": floats}).validated()
+    assert request.references["face"].mode == "RGB" and request.references["face"].getpixel((0, 0)) == (117, 117, 117)
+    assert request.references["shoes"].getpixel((0, 0)) == (128, 128, 128)
