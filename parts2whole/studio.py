@@ -305,6 +305,10 @@ def fit_mask(mask: Image.Image, image: Image.Image) -> Image.Image:
     if mask.mode in ("RGBA", "LA"):
         alpha = mask.getchannel("A")
         grey = alpha if alpha.getextrema() != (255, 255) else mask.convert("L")
+    elif mask.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        from preprocess.images import to_mask
+
+        grey = to_mask(mask)  # scaled to 8 bits (a plain convert would clip every value above 255 to white)
     else:
         grey = mask.convert("L")
     if grey.size != image.size:

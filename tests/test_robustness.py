@@ -387,3 +387,13 @@ def test_sixteen_bit_and_float_images_given_to_the_api_are_scaled_not_clipped():
     request = small_request(references={"face": grey16, "shoes": floats}).validated()
     assert request.references["face"].mode == "RGB" and request.references["face"].getpixel((0, 0)) == (117, 117, 117)
     assert request.references["shoes"].getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_a_sixteen_bit_mask_is_scaled_not_clipped():
+    face = Image.open(example_file("face"))
+    mask = Image.new("I;16", face.size, 0)
+    mask.paste(65535, (0, 0, face.width // 2, face.height))  # left half white, right half black
+    mask.paste(20000, (face.width // 2, 0, face.width, face.height))  # below half-scale: "ignore"
+    request = small_request(masks={"face": mask}).validated()
+    fitted = request.masks["face"]
+    assert fitted.getpixel((0, 0)) == 255 and fitted.getpixel((face.width - 1, 0)) < 128
