@@ -745,9 +745,7 @@ class Studio:
         if not self.is_loaded:
             _report(progress, STAGE_LOADING)
         pipe = self.pipeline()
-        notes = request.notes(pipe)
-        for note in notes:
-            logger.info(note)
+        notes = request.notes(pipe)  # for the caller to show; the pipeline logs them itself
         try:
             if self.device_choice.zero_gpu:
                 # ZeroGPU runs the call in a forked worker and pickles its arguments: pass only data, look the
