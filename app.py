@@ -702,6 +702,9 @@ def make_generate(studio: studio_module.Studio, service: PreprocessingService | 
         try:
             references, masks, mask_sources = {}, {}, {}
             for label, path in files.items():
+                if mask_files[label] and not path:
+                    raise Parts2WholeInputError(f"There is a mask for '{UI_SLOT_NAMES[label]}' but no image for it; "
+                                                "add the image or drop the mask.")
                 if not path:
                     continue
                 references[label] = _load_reference(path, label)

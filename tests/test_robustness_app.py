@@ -122,6 +122,7 @@ BAD_SETTINGS = {
     "unknown fusion blocks": dict(fusion_blocks="everything"),
     "no parts": dict(face=None),
     "no pose": dict(pose=None),
+    "a mask without its image": dict(shoes_mask=handle(str(example_file("shoes")))),
 }
 
 
@@ -129,7 +130,9 @@ BAD_SETTINGS = {
 def test_bad_settings_get_clear_messages(name, client):
     with pytest.raises(Exception) as error:
         quick_generate(client, **BAD_SETTINGS[name])
-    assert_clear_app_error(error.value)
+    message = assert_clear_app_error(error.value)
+    if name == "a mask without its image":
+        assert "Shoes" in message and "no image" in message
 
 
 @pytest.mark.parametrize("prompt", ["", "女性、赤いシャツ 👗 élégante", "word " * 150])
