@@ -208,9 +208,9 @@ while time.monotonic() < deadline and not job.done():
     status = job.status()
     if any("Denoising" in (unit.desc or "") for unit in (status.progress_data or [])):
         print("denoising", flush=True)
-        break
+        time.sleep(600)  # until killed
     time.sleep(0.2)
-time.sleep(600)
+print("never reached denoising", flush=True)
 """
 
 
