@@ -126,13 +126,19 @@ def estimate_peak_gpu_memory(pipe, *, height: int, width: int, num_references: i
     """An estimate (no GPU needed) of the peak GPU memory of one call, from parameter counts and the
     sizes of the largest activations, assuming fused SDPA kernels (no attention score matrix is stored).
 
-    With `cpu_offload` only the largest model is resident at a time. Allocator overhead and the CUDA
-    context (a few hundred MB) come on top.
+    With `cpu_offload` the largest model, the text encoder and the VAE are resident at worst. Allocator
+    overhead and the CUDA context (a few hundred MB) come on top.
     """
     element = torch.finfo(dtype).bits // 8
     models = {name: module for name, module in pipe.components.items() if isinstance(module, nn.Module)}
     sizes = {name: _parameter_bytes(module, dtype) for name, module in models.items()}
-    weights = max(sizes.values()) if cpu_offload else sum(sizes.values())
+    if cpu_offload:
+        # The offload chain (vae -> text_encoder -> reference_unet -> image_encoder -> pose_guider -> unet)
+        # unloads a model when the next one starts; the text encoder (prompt) and the VAE (decoding) run
+        # again around the loop, so at worst they share the GPU with the largest UNet.
+        weights = max(sizes.values()) + sizes.get("text_encoder", 0) + sizes.get("vae", 0)
+    else:
+        weights = sum(sizes.values())
 
     latent_height, latent_width = height // LATENT_FACTOR, width // LATENT_FACTOR
     blocks = list(_block_tokens_and_channels(pipe.unet, latent_height, latent_width))
