@@ -34,6 +34,8 @@ OFFICIAL_REPO_ID = "huanngzh/Parts2Whole"
 OFFICIAL_REVISION = "7674d1843de6c255c8a806d5087c362caff085e2"
 #: The VAE the official inference script swaps in.
 OFFICIAL_VAE_REPO_ID = "stabilityai/sd-vae-ft-mse"
+#: A commit of that VAE repository holding config.json and diffusion_pytorch_model.safetensors.
+OFFICIAL_VAE_REVISION = "31f26fdeee1355a5c34592e401dd41e45d25a493"
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 DECOUPLED_WEIGHTS_NAME = "decoupled_attn.pth"

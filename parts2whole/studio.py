@@ -260,7 +260,7 @@ def resolve_weights(spec: str | None = None) -> ResolvedWeights:
 
     When the Hub is unreachable, says so in one line and falls back to the tiny local checkpoint.
     """
-    from .loading import OFFICIAL_REPO_ID, OFFICIAL_REVISION, OFFICIAL_VAE_REPO_ID
+    from .loading import OFFICIAL_REPO_ID, OFFICIAL_REVISION, OFFICIAL_VAE_REPO_ID, OFFICIAL_VAE_REVISION
 
     spec = (spec or os.environ.get(WEIGHTS_ENV) or OFFICIAL_WEIGHTS).strip()
     if spec.lower() == TINY_WEIGHTS:
@@ -276,7 +276,7 @@ def resolve_weights(spec: str | None = None) -> ResolvedWeights:
     revision = OFFICIAL_REVISION if official else None
     try:
         path = _download(repo_id, revision, with_vae=not official)  # the official VAE comes separately
-        vae_path = _download(OFFICIAL_VAE_REPO_ID, None, vae=True) if official else None
+        vae_path = _download(OFFICIAL_VAE_REPO_ID, OFFICIAL_VAE_REVISION, vae=True) if official else None
     except Exception as error:  # noqa: BLE001 - classified just below
         if not _is_unreachable(error):
             raise CheckpointError(f"Could not get weights {repo_id!r} from the Hub: {error}") from error

@@ -40,8 +40,8 @@ from .weights import hub_file
 
 #: Hub repository of DWPose's ONNX models.
 DWPOSE_REPO_ID = "yzd-v/DWPose"
-#: Hub revision downloaded by default (a branch; pin a commit hash to freeze the download).
-DWPOSE_REVISION = "main"
+#: Hub revision downloaded by default: a commit holding yolox_l.onnx and dw-ll_ucoco_384.onnx.
+DWPOSE_REVISION = "1a7144101628d69ee7a3768d1ee3a094070dc388"
 #: Person detector (YOLOX-L, COCO classes; class 0 is "person").
 DETECTOR_FILE = "yolox_l.onnx"
 #: Whole-body pose model (DWPose-L, 384x288 input).

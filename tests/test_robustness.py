@@ -370,8 +370,7 @@ def test_readme_limits_match_the_code():
     from preprocess.images import MAX_FILE_BYTES, MIN_IMAGE_SIDE
 
     readme = (REPO_ROOT / "README.md").read_text()
-    if "## Limits" not in readme:
-        pytest.skip("README has no Limits section yet")
+    assert "## Limits" in readme, "README must keep its Limits section"
     section = readme.split("## Limits", 1)[1].split("\n## ", 1)[0]
     expected = [f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels", f"{app.MAX_UPLOAD_MB} MB", f"{MAX_FILE_BYTES // 2**20} MB",
                 f"{MAX_REFERENCES} parts", f"{MIN_IMAGE_SIDE} px", f"{studio_module.MIN_SIDE}",
