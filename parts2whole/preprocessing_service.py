@@ -297,7 +297,7 @@ class PreprocessingService:
         checkpoint folder declares (without loading the model)."""
         if self.studio.is_loaded:
             return self.studio.structure_kind()
-        from .train.export import read_structure_kind
+        from .loading import read_structure_kind
 
         return read_structure_kind(self.studio.weights.path)
 

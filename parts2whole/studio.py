@@ -642,7 +642,7 @@ def load_pipeline(weights: ResolvedWeights, choice: DeviceChoice):
     from diffusers import AutoencoderKL
 
     from . import Parts2WholePipeline
-    from .train.export import read_structure_kind
+    from .loading import read_structure_kind
 
     vae = AutoencoderKL.from_pretrained(weights.vae_path, torch_dtype=choice.dtype) if weights.vae_path else None
     # The pose guider's map kind: what the checkpoint declares (parts2whole.json), DensePose for the released one.
