@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 #: Hub repository of the SegFormer-B2 clothes parser.
 PARSER_REPO_ID = "mattmdjaga/segformer_b2_clothes"
-#: Hub revision downloaded by default (a branch; pin a commit hash here to freeze the download).
-PARSER_REVISION = "main"
+#: Hub commit downloaded by default, so every install gets the same parser (``revision=`` overrides it).
+PARSER_REVISION = "584abc1e1d260e23c0fc627c5217a09b2b461046"
 #: Subfolder of ``weights/`` the parser is downloaded into.
 PARSER_WEIGHTS_SUBFOLDER = "segformer_b2_clothes"
 #: Config files the parser needs besides its weights (``model.safetensors``, else ``pytorch_model.bin``).

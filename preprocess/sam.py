@@ -26,6 +26,7 @@ with ``torch.load(weights_only=True)`` (no arbitrary pickles) or from ``.safeten
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -50,14 +51,25 @@ logger = logging.getLogger(__name__)
 
 #: Hub repository hosting the official SAM checkpoints under ``checkpoints/``.
 SAM_HUB_REPO_ID = "ybelkada/segment-anything"
-#: Hub revision downloaded by default (a branch; pin a commit hash to freeze the download).
-SAM_REVISION = "main"
+#: Hub commit downloaded by default, so every install gets the same files (``revision=`` overrides it).
+SAM_REVISION = "7790786db131bcdc639f24a915d9f2c331d843ee"
 #: File of each SAM variant in :data:`SAM_HUB_REPO_ID` (the official file names).
 SAM_CHECKPOINT_FILES: dict[str, str] = {
     "vit_b": "checkpoints/sam_vit_b_01ec64.pth",
     "vit_l": "checkpoints/sam_vit_l_0b3195.pth",
     "vit_h": "checkpoints/sam_vit_h_4b8939.pth",
 }
+#: MD5 of each official checkpoint as published by Meta (the file names carry its first six digits).
+#: A download is checked against it once, so a mirror can never hand over different weights.
+SAM_CHECKPOINT_MD5: dict[str, str] = {
+    "vit_b": "01ec64d29a2fca3f0661936605ae66f8",
+    "vit_l": "0b3195507c641ddb6910d2bb5adee89c",
+    "vit_h": "4b8939a88964f0f4ff5f5b2642c598a6",
+}
+#: Suffix of the marker written next to a checkpoint whose checksum matched (the check is not repeated).
+VERIFIED_SUFFIX = ".md5-verified"
+#: Bytes read at a time while hashing a checkpoint.
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
 #: The variant used when none is named: ViT-B is ~0.4 GB and fast enough on a CPU.
 DEFAULT_SAM_MODEL = "vit_b"
 #: Subfolder of ``weights/`` holding SAM checkpoints.
@@ -475,7 +487,31 @@ def download_sam_checkpoint(model_type: str = DEFAULT_SAM_MODEL, *, revision: st
     """Local path of the official checkpoint for ``model_type``, downloaded into ``weights/sam/`` on first use."""
     if model_type not in SAM_CHECKPOINT_FILES:
         raise Parts2WholeInputError(f"Unknown SAM model {model_type!r}; use one of {', '.join(SAM_CHECKPOINT_FILES)}.")
-    return hub_file(SAM_HUB_REPO_ID, SAM_CHECKPOINT_FILES[model_type], revision=revision, subfolder=SAM_WEIGHTS_SUBFOLDER)
+    path = hub_file(SAM_HUB_REPO_ID, SAM_CHECKPOINT_FILES[model_type], revision=revision, subfolder=SAM_WEIGHTS_SUBFOLDER)
+    verify_sam_checkpoint(path, SAM_CHECKPOINT_MD5[model_type])
+    return path
+
+
+def verify_sam_checkpoint(path: Path, expected_md5: str) -> None:
+    """Refuse a checkpoint whose bytes are not the official file's (a truncated or swapped download).
+
+    The result is remembered in a marker file next to the checkpoint, so the hash (seconds for ViT-H)
+    is computed once per file, not on every start.
+    """
+    marker = path.with_name(path.name + VERIFIED_SUFFIX)
+    if marker.is_file() and marker.read_text().strip() == expected_md5:
+        return
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected_md5:
+        raise CheckpointError(
+            f"SAM checkpoint {path} is not the official file (MD5 {actual}, expected {expected_md5}): "
+            f"the download is incomplete or was replaced. Delete it and start again to download it afresh."
+        )
+    marker.write_text(expected_md5 + "\n")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

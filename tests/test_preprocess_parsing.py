@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -216,6 +217,25 @@ def test_download_uses_a_filled_weights_folder_without_the_network(tmp_path, mon
     shutil.copytree(random_parser_dir, tmp_path / parsing.PARSER_WEIGHTS_SUBFOLDER)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("network used"))
     assert parsing.download_parser() == tmp_path / parsing.PARSER_WEIGHTS_SUBFOLDER
+
+
+def test_download_asks_for_the_pinned_commit(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    revisions = set()
+
+    def fake_download(repo_id, filename, revision=None, local_dir=None):
+        revisions.add((repo_id, revision))
+        target = tmp_path / parsing.PARSER_WEIGHTS_SUBFOLDER / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"{}")
+        return str(target)
+
+    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    parsing.download_parser()
+    assert revisions == {(parsing.PARSER_REPO_ID, parsing.PARSER_REVISION)}
+    assert re.fullmatch(r"[0-9a-f]{40}", parsing.PARSER_REVISION)  # a commit, not a branch
 
 
 def test_failed_download_explains_where_to_put_the_files(tmp_path, monkeypatch):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from parts2whole.errors import CheckpointError, Parts2WholeInputError
 from preprocess import sam as sam_module
 from preprocess.sam import (
     SAM_CHECKPOINT_FILES,
+    SAM_CHECKPOINT_MD5,
     ClickState,
     EmbeddingCache,
     ImageEmbedding,
@@ -339,7 +343,8 @@ def test_missing_checkpoint_and_unknown_variant(tmp_path):
         sam_module.download_sam_checkpoint("vit_xxl")
 
 
-def test_download_uses_the_official_file_names_and_the_weights_folder(tmp_path, monkeypatch):
+def _fake_hub(tmp_path, monkeypatch, content: bytes):
+    """Route hf_hub_download to a function writing ``content``; returns the list of requests made."""
     import huggingface_hub
 
     requested = []
@@ -348,16 +353,46 @@ def test_download_uses_the_official_file_names_and_the_weights_folder(tmp_path, 
         requested.append((repo_id, filename, revision))
         target = tmp_path / "sam" / filename
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(b"x")
+        target.write_bytes(content)
         return str(target)
 
     monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    return requested
+
+
+def test_download_is_pinned_to_a_commit_and_uses_the_official_file_names(tmp_path, monkeypatch):
+    content = b"official bytes"
+    monkeypatch.setitem(sam_module.SAM_CHECKPOINT_MD5, "vit_b", hashlib.md5(content).hexdigest())
+    requested = _fake_hub(tmp_path, monkeypatch, content)
     path = sam_module.download_sam_checkpoint("vit_b")
-    assert requested == [("ybelkada/segment-anything", "checkpoints/sam_vit_b_01ec64.pth", "main")]
+    assert re.fullmatch(r"[0-9a-f]{40}", sam_module.SAM_REVISION)  # a commit, not a branch
+    assert requested == [("ybelkada/segment-anything", "checkpoints/sam_vit_b_01ec64.pth", sam_module.SAM_REVISION)]
     assert path == tmp_path / "sam" / SAM_CHECKPOINT_FILES["vit_b"]
     sam_module.download_sam_checkpoint("vit_b")
     assert len(requested) == 1  # second call: found on disk, no network
+
+
+def test_a_checkpoint_with_other_bytes_is_refused_and_a_verified_one_is_not_hashed_again(tmp_path, monkeypatch):
+    _fake_hub(tmp_path, monkeypatch, b"truncated download")
+    with pytest.raises(CheckpointError, match="not the official file"):
+        sam_module.download_sam_checkpoint("vit_b")
+
+    content = b"official bytes"
+    monkeypatch.setitem(sam_module.SAM_CHECKPOINT_MD5, "vit_b", hashlib.md5(content).hexdigest())
+    path = tmp_path / "sam" / SAM_CHECKPOINT_FILES["vit_b"]
+    path.write_bytes(content)
+    sam_module.download_sam_checkpoint("vit_b")
+    hashed = []
+    monkeypatch.setattr(sam_module.hashlib, "md5", lambda **kwargs: hashed.append(1))
+    sam_module.download_sam_checkpoint("vit_b")
+    assert hashed == []  # the marker next to the file records the match
+
+
+def test_published_checksums_match_the_file_names():
+    """Meta's checkpoint names end with the first six digits of the file's MD5: a typo would show here."""
+    for variant, filename in SAM_CHECKPOINT_FILES.items():
+        assert Path(filename).stem.endswith(SAM_CHECKPOINT_MD5[variant][:6])
 
 
 # --- properties -----------------------------------------------------------------------------------
