@@ -363,6 +363,23 @@ def test_no_user_path_can_reach_a_shell_and_nothing_is_unpickled():
                 assert safe, f"{path.name}:{node.lineno}: torch.load without weights_only=True"
 
 
+def test_every_hub_download_defaults_to_a_commit_not_a_branch():
+    """A `*_REVISION` default that names a branch would let a repository change what users download."""
+    import ast
+    import re
+
+    revisions = {}
+    for path in SERVING_SOURCES:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id.endswith("REVISION"):
+                        revisions[f"{path.name}:{target.id}"] = node.value.value
+    assert len(revisions) >= 5, revisions  # Parts2Whole, VAE, DWPose, parser, SAM
+    for name, value in revisions.items():
+        assert isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value), f"{name} = {value!r} is not a commit"
+
+
 def test_readme_limits_match_the_code():
     import app
     from parts2whole.labels import MAX_REFERENCES
