@@ -635,11 +635,11 @@ def check_targets(results: list[CountResult]) -> bool:
 def print_memory_estimate(pipe: Parts2WholePipeline) -> None:
     print(f"\nEstimated peak GPU memory at {MEMORY_HEIGHT}x{MEMORY_WIDTH}, {MEMORY_REFERENCES} references, float16 "
           f"(from parameter counts and activation sizes; no GPU here):")
-    for cpu_offload, vae_slicing in ((False, False), (False, True), (True, True)):
+    for cpu_offload in (False, True):
         estimate = estimate_peak_gpu_memory(pipe, height=MEMORY_HEIGHT, width=MEMORY_WIDTH, num_references=MEMORY_REFERENCES,
-                                            dtype=torch.float16, cpu_offload=cpu_offload, vae_slicing=vae_slicing)
-        options = ", ".join(name for name, on in (("VAE slicing", vae_slicing), ("model CPU offload", cpu_offload)) if on) or "no option"
-        print(f"  {options:<32} {estimate.total / 2**30:5.2f} GiB = {estimate.describe()}")
+                                            dtype=torch.float16, cpu_offload=cpu_offload)
+        options = "model CPU offload" if cpu_offload else "default"
+        print(f"  {options:<20} {estimate.total / 2**30:5.2f} GiB = {estimate.describe()}")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -657,7 +657,7 @@ def parse_args(argv=None):
                         help="cpu = process CPU seconds (default on CPU: robust to other load), wall = elapsed seconds "
                              "(default on GPU)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU (0 = torch's default)")
-    parser.add_argument("--vae-slicing", action="store_true", help="encode the references one at a time in the VAE")
+    parser.add_argument("--vae-slicing", action="store_true", help="decode several images one at a time in the VAE")
     parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload (GPU only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
     return parser.parse_args(argv)

@@ -11,8 +11,9 @@ batched and cacheable reference encoding) are always on in the core. This module
   per-call Python state (the reference cache) that would break the graph and force a recompile per block
   (compiling the whole UNet on CPU took 7.5 minutes for the TINY model and hit the recompile limit).
   It can pay off on a GPU over many steps; the first call compiles, a new image size may recompile.
-- `vae_slicing=True`: the VAE encodes the references (and decodes several images) one at a time instead
-  of as one batch. Same output; bounds the reference encoding's activation memory at 6 references.
+- `vae_slicing=True`: the VAE decodes several images (`num_images_per_prompt` > 1) one at a time instead
+  of as one batch. Same output. (The references always go through the VAE encoder one at a time: see
+  `Parts2WholePipeline._encode_reference_latents`.)
 - `vae_tiling=True`: the VAE works on overlapping tiles above its tile size (512 px for SD1.5). Needed only
   far above 768x512; the blended seams change the image slightly, so it is off by default.
 - `cpu_offload=True`: model CPU offload (accelerate hooks): each model moves to the GPU only while it
@@ -122,7 +123,7 @@ def _block_tokens_and_channels(unet: nn.Module, latent_height: int, latent_width
 
 
 def estimate_peak_gpu_memory(pipe, *, height: int, width: int, num_references: int, dtype: torch.dtype,
-                             cpu_offload: bool = False, vae_slicing: bool = False) -> MemoryEstimate:
+                             cpu_offload: bool = False) -> MemoryEstimate:
     """An estimate (no GPU needed) of the peak GPU memory of one call, from parameter counts and the
     sizes of the largest activations, assuming fused SDPA kernels (no attention score matrix is stored).
 
@@ -151,8 +152,7 @@ def estimate_peak_gpu_memory(pipe, *, height: int, width: int, num_references: i
     step = GUIDANCE_BATCH * widest_tokens * widest_channels * FEED_FORWARD_WIDTH * element * LIVE_TENSORS_AT_PEAK // 2
     step += widest_tokens * (1 + num_references) * widest_channels * 2 * element  # keys/values of [target ; refs]
     pixels = height * width
-    encode_batch = 1 if vae_slicing else num_references
-    encode = encode_batch * VAE_FULL_RESOLUTION_CHANNELS * pixels * element * LIVE_TENSORS_AT_PEAK
+    encode = VAE_FULL_RESOLUTION_CHANNELS * pixels * element * LIVE_TENSORS_AT_PEAK  # one reference at a time
     decode = (VAE_UPSAMPLER_CHANNELS + VAE_FULL_RESOLUTION_CHANNELS * (LIVE_TENSORS_AT_PEAK - 1)) * pixels * element
     phases = {"reference encoding (VAE)": encode, "a denoising step": step, "decoding": decode}
     peak_phase = max(phases, key=phases.get)
