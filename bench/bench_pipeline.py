@@ -58,6 +58,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from parts2whole import Parts2WholePipeline, ReferenceEncoding  # noqa: E402
+from parts2whole.allocator import tune_cpu_allocator  # noqa: E402
 from parts2whole.attention import (  # noqa: E402
     NUM_IMAGE_TOKENS, DecoupledCrossAttnProcessor, ReferenceFeatures, ReferenceRecorder, ReferenceRecordingComplete, SharedAttention,
     SharedSelfAttnProcessor, self_attention_blocks,
@@ -673,6 +674,8 @@ def main(argv=None) -> int:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     dtype = getattr(torch, args.dtype)
+    allocator = ("tuned (parts2whole.allocator; P2W_KEEP_MALLOC_DEFAULTS=1 to compare)" if tune_cpu_allocator()
+                 else "the C library's defaults")
     build_start = time.perf_counter()
     pipe = build_sd15_pipeline(dtype, "cpu" if args.cpu_offload else args.device)
     optimize_pipeline(pipe, vae_slicing=args.vae_slicing, cpu_offload=args.cpu_offload, compile=args.compile,
@@ -680,6 +683,7 @@ def main(argv=None) -> int:
     *_, mask_source = reference_inputs(1, args.height, args.width)
     print(f"Parts2Whole pipeline benchmark: {args.height}x{args.width}, guidance {GUIDANCE_SCALE}, {args.dtype}, "
           f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {mask_source}")
+    print(f"CPU allocator: {allocator}; the official re-enactment runs in this process with the same setting.")
     print(f"Clock: {_clock_name} ({'process CPU seconds, all threads' if _clock_name == 'cpu' else 'elapsed seconds'}). "
           f"Calls run {args.steps} steps; single steps timed in {args.rounds} interleaved rounds; each figure is the "
           f"fastest observation; 'whole@{EXTRAPOLATED_STEPS}' = before loop + first-step K/V projection + "

@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from . import validation
+from .allocator import tune_cpu_allocator
 from .attention import (
     NUM_IMAGE_TOKENS, DecoupledCrossAttnProcessor, ReferenceFeatures, ReferenceRecorder, ReferenceRecordingComplete,
     SharedAttention, self_attention_blocks,
@@ -82,6 +83,7 @@ class Parts2WholePipeline(DiffusionPipeline):
         #: official schedule of keeping every masked-out token as a zero key (for benchmarks/tests).
         self.pack_masked_tokens = True
         self._call_lock = threading.Lock()
+        tune_cpu_allocator()  # process-wide, once: see allocator.py
 
     # ------------------------------------------------------------------ loading
     @classmethod
