@@ -580,7 +580,7 @@ def _seconds(value: float) -> str:
 MODE_NOTES = {
     "official": "official schedule, re-enacted",
     "plain": "every reference token kept, no cache",
-    "project": "fast path: batched encoding + packed tokens",
+    "project": "fast path: one batched reference pass + packed tokens",
     "cached": "fast path, references cached (re-generation)",
 }
 

@@ -10,7 +10,7 @@ Data flow of one generation:
 3. `SharedAttention` (per call) hands those features to the denoising UNet's self-attention
    processors: the rows of the batch that see references (the conditional half under guidance) attend
    over `[own tokens ; reference tokens]`; the other rows attend over their own tokens only. Reference
-   keys/values are projected once per call, not once per step.
+   keys/values are projected, and laid out behind the target's, once per call, not once per step.
 
 All state travels in `cross_attention_kwargs["reference_context"]`, never in the processors, so one
 loaded model can serve calls one after another without leaking anything between them.
@@ -141,6 +141,7 @@ class SharedAttention:
     reference_rows_start: int
     pack_masked_tokens: bool = True
     _projected: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    _layouts: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
     def reference_keys_values(self, block: str, attn: Attention, dtype: torch.dtype):
         """(keys, values, logit bias or None) of the references for one block, projected once per call.
@@ -167,6 +168,47 @@ class SharedAttention:
         values = _split_heads(attn.to_v(tokens), attn.heads)
         self._projected[block] = (keys, values, bias_value)
         return self._projected[block]
+
+    def keys_values_with_references(self, block: str, attn: Attention, own_keys: torch.Tensor, own_values: torch.Tensor):
+        """(keys, values, additive logit bias or None) over `[own ; references]` for the rows that see references.
+
+        At inference the buffers are laid out once per call, reference part included, and each step only
+        copies its own keys/values into the front: no per-step concatenation of the (much longer) reference
+        part, no per-step bias tensor. With gradients on (training) it concatenates afresh instead, since
+        an in-place write would clobber tensors saved for the backward pass. None: no references here.
+        """
+        projected = self.reference_keys_values(block, attn, own_keys.dtype)
+        if projected is None:
+            return None
+        ref_keys, ref_values, bias_value = projected
+        rows, heads, num_own, head_dim = own_keys.shape
+        total = num_own + ref_keys.shape[2]
+        if torch.is_grad_enabled():
+            keys = torch.cat([own_keys, ref_keys.expand(rows, -1, -1, -1)], dim=2)
+            values = torch.cat([own_values, ref_values.expand(rows, -1, -1, -1)], dim=2)
+            return keys, values, _logit_bias(bias_value, total, own_keys)
+        layout = self._layouts.get(block)
+        if layout is None or layout[0].shape != (rows, heads, total, head_dim):
+            keys = own_keys.new_empty(rows, heads, total, head_dim)
+            values = own_values.new_empty(rows, heads, total, head_dim)
+            keys[:, :, num_own:] = ref_keys
+            values[:, :, num_own:] = ref_values
+            layout = self._layouts[block] = (keys, values, _logit_bias(bias_value, total, own_keys))
+            # The projected reference part now lives in the layout: keep views, not a second copy.
+            self._projected[block] = (keys[:1, :, num_own:], values[:1, :, num_own:], bias_value)
+        keys, values, bias = layout
+        keys[:, :, :num_own] = own_keys
+        values[:, :, :num_own] = own_values
+        return layout
+
+
+def _logit_bias(bias_value: float | None, num_keys: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Additive logits (1, 1, 1, num_keys): 0 everywhere but the last key (the stand-in for the dropped tokens)."""
+    if bias_value is None:
+        return None
+    bias = like.new_zeros(1, 1, 1, num_keys)
+    bias[..., -1] = bias_value
+    return bias
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -232,19 +274,12 @@ class SharedSelfAttnProcessor:
 
         shared = None
         if isinstance(reference_context, SharedAttention):
-            shared = reference_context.reference_keys_values(self.block, attn, query.dtype)
+            start = reference_context.reference_rows_start
+            shared = reference_context.keys_values_with_references(self.block, attn, key[start:], value[start:])
         if shared is None:
             return _output(attn, _merge_heads(F.scaled_dot_product_attention(query, key, value)))
 
-        ref_keys, ref_values, bias_value = shared
-        start = reference_context.reference_rows_start
-        rows = query.shape[0] - start
-        keys = torch.cat([key[start:], ref_keys.expand(rows, -1, -1, -1)], dim=2)
-        values = torch.cat([value[start:], ref_values.expand(rows, -1, -1, -1)], dim=2)
-        bias = None
-        if bias_value is not None:
-            bias = torch.zeros(1, 1, 1, keys.shape[2], dtype=query.dtype, device=query.device)
-            bias[..., -1] = bias_value
+        keys, values, bias = shared
         with_refs = F.scaled_dot_product_attention(query[start:], keys, values, attn_mask=bias)
         if start:
             own_only = F.scaled_dot_product_attention(query[:start], key[:start], value[:start])
