@@ -17,7 +17,6 @@ Other C libraries (musl, macOS, Windows) are left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -57,7 +56,7 @@ def tune_cpu_allocator() -> bool:
         if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
             return False
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc = ctypes.CDLL(None)  # the running process: its C library's symbols, with no library search
             applied = [libc.mallopt(parameter, value) == 1 for parameter, value in (
                 (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES), (M_TOP_PAD, TOP_PAD_BYTES), (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))]
         except (OSError, AttributeError) as error:
