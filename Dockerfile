@@ -30,12 +30,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY requirements.txt requirements-pillow.txt ./
-# torch first, from the index that matches the hardware; then the pinned rest (torch is then satisfied);
-# Pillow 13 last and without dependencies, as `make` does (see requirements-pillow.txt).
+COPY requirements.txt ./
+# torch first, from the index that matches the hardware; then the pinned rest (torch is then satisfied).
 RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install -r requirements.txt \
-    && pip install --no-deps -r requirements-pillow.txt
+    && pip install -r requirements.txt
 
 COPY . .
 RUN useradd --create-home --uid 1000 app \

@@ -11,17 +11,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Pillow 13 goes on top with --no-deps: gradio declares pillow<13, but golden parity needs Pillow 13's
-# resampling (see requirements-pillow.txt).
-$(RUNTIME_STAMP): requirements.txt requirements-pillow.txt | $(BIN)/python
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip install -q --no-deps -r requirements-pillow.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 $(TEST_STAMP): requirements-test.txt $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install -q -r requirements-test.txt
-	$(BIN)/python -m pip install -q --no-deps -r requirements-pillow.txt
 	touch $@
 
 venv: $(RUNTIME_STAMP)
@@ -29,7 +25,9 @@ venv: $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP)
 	$(BIN)/python app.py $(ARGS)
 
+# `pip check` first: an inconsistent dependency set fails the suite.
 test: $(TEST_STAMP)
+	$(BIN)/python -m pip check
 	$(BIN)/python -m pytest
 
 bench: $(RUNTIME_STAMP)
