@@ -4,7 +4,8 @@ Run `python app.py` (or `make run`) and open http://127.0.0.1:7860. Options: `--
 or "tiny"), `--share` for a public link, `--host`/`--port` (or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
 Every event people may script has an `api_name`, so `gradio_client` can call `/generate`, and the
 preprocessing tools: `/<part>_auto_mask`, `/<part>_click`, `/<part>_undo_click`, `/<part>_remove_background`
-(part = face, hair_or_headwear, upper_body_clothes, ...), `/pose_from_photo`, `/pose_upload`, `/pose_kind`.
+(part = face, hair_or_headwear, upper_body_clothes, ...), `/pose_from_photo` (the kind of map the model reads),
+`/pose_densepose_from_photo`, `/pose_openpose_from_photo`, `/pose_upload`, `/pose_kind`.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ INTRO = (
 #: Click modes on a part's picture: (shown, value). The value is what `/<part>_click` takes as `mode`.
 CLICK_MODES = [("+ add", "add"), ("− remove", "remove"), ("▭ box", "box")]
 CLICK_MODE_VALUES = {"add": INCLUDE, "remove": EXCLUDE, "box": BOX}
-POSE_HELP = ("Upload a **DensePose** map (coloured body parts on black, what the released model reads), or a "
-             "**photo** of someone in the pose you want: DWPose turns it into an OpenPose-style skeleton map.")
+POSE_HELP = ("Drop a **Pose map** here (a DensePose map, coloured body parts on black, is what the released model "
+             "reads), or make one from a **photo** of someone in the pose you want: the map drawn is the kind the "
+             "loaded model reads (DensePose; an OpenPose-style DWPose skeleton for a model fine-tuned on those).")
 
 #: Names each upload field after its visible label (aria-label), so screen readers, and browser automation
 #: such as `page.get_by_label("Face")`, find the right one. Gradio re-creates inputs, hence the observer.
@@ -508,8 +510,9 @@ def wire_slot(slot: PartSlot, service: PreprocessingService | None = None) -> No
 
 
 def new_pose_state() -> dict:
-    """Per-user: how the current pose map was made (a DWPose map remembers its keypoints for the bundle)."""
-    return {"from_photo": False, "map_key": None, "keypoints": None}
+    """Per-user: how the current pose map was made (the kind, and for a map made from a photo how: the
+    DensePose box, score and weights, or the DWPose keypoints), for the kind note and the bundle."""
+    return {"from_photo": False, "map_key": None, "keypoints": None, "kind": None, "details": None}
 
 
 def _pose_map_size(size: str | None) -> tuple[int, int]:
@@ -520,20 +523,23 @@ def _pose_map_size(size: str | None) -> tuple[int, int]:
 
 
 def make_pose_handlers(service: PreprocessingService):
-    """The Pose slot: say which kind of map it holds; turn a photo into an OpenPose-style map with DWPose."""
+    """The Pose slot: say which kind of map it holds; turn a photo into the kind of map the model reads
+    (a DensePose map for the released model, an OpenPose-style DWPose skeleton for an OpenPose checkpoint)."""
+    from parts2whole.preprocessing_service import POSE_TOOLS
     from preprocess.images import pixel_hash
 
     def kind_note(pose_map: Image.Image, from_photo: bool) -> dict:
         kind = service.structure_kind_of(pose_map)
         return gr.update(value=service.structure_note(kind, from_photo=from_photo), visible=True)
 
-    def from_photo(photo: Image.Image, size: str | None):
-        made = service.pose_from_photo(photo, _pose_map_size(size))
-        state = {"from_photo": True, "map_key": pixel_hash(made.pose_map), "keypoints": made.keypoints}
-        people = f"{made.people} people found: all are drawn. " if made.people > 1 else ""
+    def from_photo(photo: Image.Image, size: str | None, kind: str | None = None):
+        made = service.pose_from_photo(photo, _pose_map_size(size), kind)
+        state = {"from_photo": True, "map_key": pixel_hash(made.pose_map), "keypoints": made.keypoints,
+                 "kind": made.kind, "details": made.details}
+        tool = POSE_TOOLS[made.kind]
         preview = gr.update(value=made.preview, visible=True,
-                            label=f"Detected pose (DWPose) · {people}the map above is what the model gets")
-        notes = [service.structure_note("openpose", from_photo=True), service.fallback_note("DWPose")]
+                            label=f"Detected pose ({tool}) · the map above is what the model gets")
+        notes = [service.structure_note(made.kind, from_photo=True), made.note, service.fallback_note(tool)]
         return made.pose_map, preview, gr.update(value="  \n".join(n for n in notes if n), visible=True), state
 
     @_friendly_errors
@@ -544,12 +550,14 @@ def make_pose_handlers(service: PreprocessingService):
         pose_map = load_image(pose_path, what="pose map")
         state = dict(pose_state or new_pose_state())
         if state.get("from_photo") and state.get("map_key") == pixel_hash(pose_map):
-            return gr.update(value=service.structure_note("openpose", from_photo=True), visible=True), gr.skip(), state
+            note = service.structure_note(state.get("kind") or "openpose", from_photo=True)
+            return gr.update(value=note, visible=True), gr.skip(), state
         return kind_note(pose_map, False), gr.update(value=None, visible=False), new_pose_state()
 
     @_friendly_errors
     def on_pose_upload(pose_path: str | None, size: str | None):
-        """An upload into the Pose slot: a map is kept; a photo (not a map) goes through DWPose."""
+        """An upload into the Pose slot: a map is kept; a photo (not a map) becomes the kind of map the model
+        reads (see `from_photo`)."""
         if not pose_path:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         image = load_image(pose_path, what="pose picture")
@@ -557,15 +565,23 @@ def make_pose_handlers(service: PreprocessingService):
             return gr.skip(), gr.update(value=None, visible=False), kind_note(image, False), new_pose_state()
         return from_photo(image, size)
 
-    @_friendly_errors
-    def on_pose_from_photo(photo, size: str | None = None):
-        """A photo of a person -> DWPose keypoints -> an OpenPose-style pose map (and a preview)."""
-        if not photo:
-            raise gr.Error("Choose a photo of a person first.", print_exception=False)
-        path = photo if isinstance(photo, str) else getattr(photo, "name", None) or photo.get("path")
-        return from_photo(load_image(path, what="photo"), size)
+    def photo_handler(kind: str | None):
+        what = {None: "the kind of pose map the loaded model reads", "densepose": "a DensePose map",
+                "openpose": "an OpenPose-style DWPose skeleton map"}[kind]
 
-    return dict(kind=on_pose_kind, upload=on_pose_upload, from_photo=on_pose_from_photo)
+        @_friendly_errors
+        def on_pose_from_photo(photo, size: str | None = None):
+            if not photo:
+                raise gr.Error("Choose a photo of a person first.", print_exception=False)
+            path = photo if isinstance(photo, str) else getattr(photo, "name", None) or photo.get("path")
+            return from_photo(load_image(path, what="photo"), size, kind)
+
+        on_pose_from_photo.__doc__ = (f"A photo of a person -> {what} (the most confident person for DensePose, "
+                                      "everyone for DWPose), fitted to the output size, and a preview over the photo.")
+        return on_pose_from_photo
+
+    return dict(kind=on_pose_kind, upload=on_pose_upload, from_photo=photo_handler(None),
+                densepose_from_photo=photo_handler("densepose"), openpose_from_photo=photo_handler("openpose"))
 
 
 # ----------------------------------------------------------------------------------------- generation
@@ -667,16 +683,22 @@ def _cancel_check() -> Callable[[], bool]:
 
 
 def _pose_details(service: PreprocessingService | None, structure: Image.Image | None, pose_state: dict | None):
-    """(parameters, files) the bundle gets about the pose map: its kind, the expected kind, DWPose keypoints."""
+    """(parameters, files) the bundle gets about the pose map: its kind, the expected kind, how it was made
+    (`pose_map`: kind, from_photo and, for a map made from a photo, the tool, weights, people found, and the
+    DensePose box in photo pixels and its score), and DWPose keypoints."""
     if service is None or structure is None:
         return {}, {}
+    from parts2whole.preprocessing_service import POSE_TOOLS
     from preprocess.images import pixel_hash
 
     state = pose_state or {}
     from_photo = bool(state.get("from_photo")) and state.get("map_key") == pixel_hash(structure)
-    parameters = {"structure_kind": "openpose" if from_photo else service.structure_kind_of(structure),
+    kind = (state.get("kind") or "openpose") if from_photo else service.structure_kind_of(structure)
+    parameters = {"structure_kind": kind,
                   "expected_structure_kind": service.expected_structure_kind(),
-                  "pose_source": "DWPose from a photo" if from_photo else "uploaded"}
+                  "pose_source": f"{POSE_TOOLS.get(kind, kind)} from a photo" if from_photo else "uploaded",
+                  "pose_map": dict(state.get("details") or {"kind": kind}) if from_photo
+                  else {"kind": kind, "from_photo": False}}
     files = {}
     if from_photo and state.get("keypoints"):
         files["inputs/pose_keypoints.json"] = (json.dumps(state["keypoints"]) + "\n").encode()
@@ -859,7 +881,7 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
                 pose = gr.Image(label="Pose", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                 height=260, elem_id="pose-image", buttons=["fullscreen"], format="png")
                 pose_kind = gr.Markdown("", label="Pose map kind", visible=False, elem_id="pose-kind")
-                pose_preview = gr.Image(label="Detected pose (DWPose)", interactive=False, visible=False, height=200,
+                pose_preview = gr.Image(label="Detected pose", interactive=False, visible=False, height=200,
                                         format="png", elem_id="pose-preview", buttons=["fullscreen"])
                 pose_photo = gr.UploadButton("Make a pose map from a photo", file_types=["image"], size="sm",
                                              elem_id="pose-from-photo")
@@ -913,6 +935,9 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
         pose.upload(pose_tools["upload"], [pose, size], pose_outputs, api_name="pose_upload", **preprocess)
         pose_photo.upload(pose_tools["from_photo"], [pose_photo, size], pose_outputs, api_name="pose_from_photo",
                           **preprocess)
+        for pose_kind_name in ("densepose", "openpose"):  # API only: one endpoint per kind, whatever the model reads
+            gr.Button(visible=False).click(pose_tools[f"{pose_kind_name}_from_photo"], [pose_photo, size], pose_outputs,
+                                           api_name=f"pose_{pose_kind_name}_from_photo", **preprocess)
 
         if example_gallery is not None:
             example_gallery.select(make_example_loader(examples), None, [slot.image for slot in slots] + [pose, prompt],

@@ -1,4 +1,5 @@
-"""Command line: `python -m parts2whole generate --face F.png --pose P.png --prompt "..." -o out.png`.
+"""Command line: `python -m parts2whole generate --face F.png --pose P.png --prompt "..." -o out.png`,
+and `python -m parts2whole pose PHOTO -o MAP.png` (a DensePose or OpenPose-style map made from a photo).
 
 It drives the same `Studio` as the web app, so the defaults, checks and parameters JSON are the same.
 Input a person can fix ends with one line on stderr and exit code 2, never a traceback.
@@ -7,6 +8,7 @@ Input a person can fix ends with one line on stderr and exit code 2, never a tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrorParser)
     generate = commands.add_parser(
         "generate", help="generate portrait(s) from part images and a pose map",
-        usage="%(prog)s --PART IMAGE [--PART IMAGE ...] --pose IMAGE [--prompt TEXT] [-o OUT.png] [options]",
+        usage="%(prog)s --PART IMAGE [--PART IMAGE ...] (--pose IMAGE | --pose-photo PHOTO) [--prompt TEXT] "
+              "[-o OUT.png] [options]",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     parts = generate.add_argument_group("reference parts (at least one)")
@@ -81,9 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     for label in PART_LABELS:
         masks.add_argument(f"--mask-{option_name(label)}", dest=f"mask_{label}", metavar="MASK",
                            help=f"mask for the {UI_SLOT_NAMES[label].lower()} image")
-    structure = generate.add_argument_group("pose (required)")
-    structure.add_argument("--pose", "--structure", dest="pose", metavar="IMAGE", required=True,
-                           help="pose map: a DensePose image of the body, coloured parts on black")
+    structure = generate.add_argument_group("pose (required: one of --pose, --pose-photo)")
+    pose_source = structure.add_mutually_exclusive_group(required=True)
+    pose_source.add_argument("--pose", "--structure", dest="pose", metavar="IMAGE",
+                             help="pose map: a DensePose image of the body, coloured parts on black")
+    pose_source.add_argument("--pose-photo", dest="pose_photo", metavar="PHOTO",
+                             help="a photo of someone in the pose: the pose map is made from it, of the kind the "
+                                  "model reads (DensePose; OpenPose-style for a checkpoint fine-tuned on those), "
+                                  "fitted to the output size and written next to the output as OUT_pose.png")
+    structure.add_argument("--densepose-weights", metavar="FILE", default=None,
+                           help="with --pose-photo: a local DensePose checkpoint (detectron2 model-zoo .pkl, "
+                                "densepose_rcnn_R_50_FPN_s1x) instead of the pinned Hub download")
 
     settings = generate.add_argument_group("settings")
     settings.add_argument("--prompt", default="", help='text describing the person, e.g. "a man in a red shirt"')
@@ -110,7 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     output.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
     output.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
+    add_pose_command(commands)
     return parser
+
+
+POSE_DESCRIPTION = """\
+Make a pose map from a photo of one person, for --pose of `generate` (or the app's Pose slot).
+
+--kind densepose (default; what the released model was trained on): the DensePose R50-FPN model
+(detectron2's densepose_rcnn_R_50_FPN_s1x, in plain PyTorch) draws the most confident person as an
+IUV map in the training data's encoding (blue = body part, green = U, red = V, black background).
+--kind openpose: DWPose keypoints of everyone, drawn as an OpenPose-style skeleton (for checkpoints
+fine-tuned on OpenPose maps).
+
+Writes MAP.png (photo-sized, or fitted into --height x --width with the aspect kept) and MAP.json:
+the kind, the person's box as x0, y0, x1, y1 in photo pixels and its score (DensePose), the number
+of people found, and the weights used.
+"""
+
+POSE_EPILOG = """\
+examples:
+  %(prog)s photo.jpg -o pose.png
+  %(prog)s photo.jpg -o pose.png --densepose-weights model_final_162be9.pkl
+  %(prog)s photo.jpg -o skeleton.png --kind openpose --height 768 --width 512
+"""
+
+
+def add_pose_command(commands) -> None:
+    pose = commands.add_parser(
+        "pose", help="make a pose map (DensePose or OpenPose-style) from a photo of a person",
+        usage="%(prog)s PHOTO -o MAP.png [--kind densepose|openpose] [--densepose-weights FILE] [options]",
+        description=POSE_DESCRIPTION, epilog=POSE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pose.add_argument("photo", metavar="PHOTO", help="a photo of one person (JPEG, PNG, WebP...)")
+    pose.add_argument("-o", "--output", required=True, metavar="MAP.png",
+                      help="where to write the map (PNG: lossless, so the part indices survive); MAP.json goes beside it")
+    pose.add_argument("--kind", choices=("densepose", "openpose"), default="densepose",
+                      help="densepose (default: what the released model reads) or openpose (DWPose skeleton)")
+    pose.add_argument("--densepose-weights", metavar="FILE", default=None,
+                      help="a local DensePose checkpoint (detectron2 model-zoo .pkl) instead of the pinned Hub download")
+    pose.add_argument("--height", type=int, default=None, help="fit the map into this height (with --width)")
+    pose.add_argument("--width", type=int, default=None, help="fit the map into this width (with --height)")
+    pose.add_argument("--weights", default=None, metavar="tiny",
+                      help="'tiny': tiny random stand-ins, offline (placeholder maps, for trying things out); "
+                           "default: the real preprocessing weights, downloaded once into weights/")
+    pose.add_argument("--device", default=None, help="cuda or cpu for DensePose (default: cuda when available)")
+    pose.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
 
 
 def output_paths(output: Path, count: int) -> list[Path]:
@@ -153,7 +208,10 @@ def run_generate(args: argparse.Namespace) -> int:
                 raise Parts2WholeInputError(
                     f"--mask-{option_name(label)} was given without --{option_name(label)}.")
             masks[label] = load_mask(mask_path, references[label].size, what=f"mask {mask_path}").mask
-    pose = load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
+    if args.densepose_weights and not args.pose_photo:
+        raise Parts2WholeInputError("--densepose-weights is for --pose-photo (a pose map made from a photo).")
+    pose_photo = load_image(args.pose_photo, what=f"photo ({args.pose_photo})") if args.pose_photo else None
+    pose = pose_photo if pose_photo is not None else load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
 
     studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
     request = studio_module.GenerationRequest(
@@ -161,6 +219,10 @@ def run_generate(args: argparse.Namespace) -> int:
         seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
         num_images=args.num_images, fusion_blocks=args.fusion_blocks)
     request.validated()  # fail on bad settings before a long model load
+    made_pose = None
+    if pose_photo is not None:
+        made_pose = _pose_from_photo_for(studio, pose_photo, args)
+        request = dataclasses.replace(request, structure=made_pose.pose_map)
     if not args.quiet:
         print(f"Model: {studio.weights.name} on {studio.device_choice.device} ({studio.device_choice.dtype_name})",
               file=sys.stderr)
@@ -172,10 +234,17 @@ def run_generate(args: argparse.Namespace) -> int:
     parameters = result.parameters | {"outputs": [path.name for path in paths],
                                       "inputs": _input_record(args)}
     json_path = output.with_suffix(".json")
+    pose_path = output.with_name(f"{output.stem}_pose.png")
+    if made_pose is not None:
+        parameters["pose_map"] = made_pose.details | {"file": pose_path.name, "photo": str(args.pose_photo),
+                                                      "note": made_pose.note}
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         for image, path in zip(result.images, paths):
             image.save(path)
+        if made_pose is not None:
+            made_pose.pose_map.save(pose_path)
+            paths.append(pose_path)
         json_path.write_text(studio_module.parameters_json(parameters))
     except OSError as error:
         raise Parts2WholeInputError(f"Cannot write {output} ({error.strerror or error}); choose another -o path.") from None
@@ -201,8 +270,95 @@ def _input_record(args: argparse.Namespace) -> dict[str, str]:
             value = getattr(args, f"{prefix}{label}")
             if value:
                 record[name] = str(value)
-    record["pose"] = str(args.pose)
+    if getattr(args, "pose_photo", None):
+        record["pose photo"] = str(args.pose_photo)
+    else:
+        record["pose"] = str(args.pose)
     return record
+
+
+def _pose_from_photo_for(studio, photo, args: argparse.Namespace):
+    """`generate --pose-photo`: the kind of map this studio's model reads, at the output size (the app's rule)."""
+    from .preprocessing_service import PreprocessingService
+
+    service = PreprocessingService(studio, densepose_weights=args.densepose_weights)
+    made = service.pose_from_photo(photo, (args.height, args.width))
+    if not args.quiet:
+        print(f"Pose map: {made.details['tool']} from {args.pose_photo} ({made.kind}"
+              + (f", {made.note}" if made.note else "") + ")", file=sys.stderr)
+        fallback = service.fallback_note(made.details["tool"])
+        if fallback:
+            print(f"Note: {fallback}", file=sys.stderr)
+    return made
+
+
+def _pose_estimators(args: argparse.Namespace) -> dict:
+    """The estimator `pose --kind` needs: tiny stand-ins (--weights tiny), a local DensePose file, or the
+    pinned downloads (a failed download is an error here, never a silent placeholder)."""
+    from .preprocessing_service import TINY_PREPROCESS_DIR_NAME
+    from .studio import weights_dir  # where the app's service builds its tiny stand-ins too
+
+    weights = args.weights or os.environ.get("P2W_WEIGHTS")
+    tiny = (weights or "").strip().lower() == "tiny"
+    if args.weights and not tiny:
+        raise Parts2WholeInputError(f"pose --weights {args.weights!r}: only 'tiny' (the tiny stand-ins) is taken here; "
+                                    "leave it out for the real models, or give --densepose-weights FILE.")
+    if args.kind == "densepose":
+        from preprocess.densepose import load_densepose, load_tiny_densepose
+
+        if args.densepose_weights:
+            return {"densepose": load_densepose(args.densepose_weights, device=args.device)}
+        if tiny:
+            return {"densepose": load_tiny_densepose(weights_dir() / TINY_PREPROCESS_DIR_NAME)}
+        return {"densepose": load_densepose(device=args.device)}
+    if args.densepose_weights:
+        raise Parts2WholeInputError("--densepose-weights is for --kind densepose.")
+    from preprocess.pose import WholeBodyPoseEstimator
+
+    if tiny:
+        from preprocess.tiny import ensure_tiny_preprocessing
+
+        files = ensure_tiny_preprocessing(weights_dir() / TINY_PREPROCESS_DIR_NAME)
+        return {"dwpose": WholeBodyPoseEstimator(files.detector, files.pose), "dwpose_weights": "tiny"}
+    return {"dwpose": WholeBodyPoseEstimator.from_hub()}
+
+
+def run_pose(args: argparse.Namespace) -> int:
+    """`pose PHOTO -o MAP.png`: the map and MAP.json (kind, box, score, people found, weights)."""
+    from preprocess.images import load_image
+
+    from . import studio as studio_module
+    from .preprocessing_service import make_pose_map
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise Parts2WholeInputError(f"-o {output}: use a .png file name (a pose map must be lossless).")
+    if (args.height is None) != (args.width is None):
+        raise Parts2WholeInputError("Give both --height and --width to fit the map, or neither (photo-sized).")
+    size = None
+    if args.height is not None:
+        if not (8 <= args.height <= 8192 and 8 <= args.width <= 8192):
+            raise Parts2WholeInputError(f"--height and --width must be 8 to 8192 pixels, got {args.height}x{args.width}.")
+        size = (args.height, args.width)
+    _check_writable_folder(output)
+    photo = load_image(args.photo, what=f"photo ({args.photo})")
+    if size is None and args.kind == "openpose":
+        size = (photo.height, photo.width)  # photo-sized like a DensePose map (whose pixels match the box)
+    made = make_pose_map(photo, args.kind, size, **_pose_estimators(args))
+    record = made.details | {"photo": str(args.photo), "map": output.name, "note": made.note}
+    if made.keypoints is not None:
+        record["keypoints"] = made.keypoints
+    json_path = output.with_suffix(".json")
+    try:
+        made.pose_map.save(output)
+        json_path.write_text(studio_module.parameters_json(record))
+    except OSError as error:
+        raise Parts2WholeInputError(f"Cannot write {output} ({error.strerror or error}); choose another -o path.") from None
+    if made.note and not args.quiet:
+        print(f"Note: {made.note}", file=sys.stderr)
+    for path in (output, json_path):
+        print(path)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
     try:
-        return run_generate(args)
+        return {"generate": run_generate, "pose": run_pose}[args.command](args)
     except (Parts2WholeInputError, CheckpointError) as error:
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

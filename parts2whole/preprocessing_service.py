@@ -1,7 +1,7 @@
 """Preprocessing for the app: automatic part masks, click-to-refine, background removal, pose from a photo.
 
 One :class:`PreprocessingService` per studio holds the shared models (human parser, Segment Anything,
-DWPose, rembg), each loaded once, lazily, under a lock. Nothing per user lives here: click prompts
+DWPose, DensePose, rembg), each loaded once, lazily, under a lock. Nothing per user lives here: click prompts
 (:class:`~preprocess.sam.ClickState`) travel in and out of every call (the app keeps them in
 ``gr.State``), and SAM image embeddings sit in the segmenter's bounded cache keyed by pixel content.
 
@@ -9,6 +9,12 @@ Weights, like the diffusion model's: with the real model the preprocessing weigh
 use (Hub ids in ``preprocess``); when the studio runs the tiny model (``--weights tiny``, or the Hub was
 unreachable) or a download fails, tiny stand-ins are built once into ``weights/tiny-preprocess/``
 (:mod:`preprocess.tiny`) and used instead, and :attr:`PreprocessingService.fallbacks` says why.
+
+Pose from a photo draws the kind of map the loaded model reads (:meth:`PreprocessingService.pose_from_photo`):
+a DensePose IUV map (:mod:`preprocess.densepose`) for the released checkpoint, which was trained on
+DensePose maps, and an OpenPose-style DWPose skeleton for a checkpoint whose ``parts2whole.json`` says
+``"structure_kind": "openpose"``. :func:`make_pose_map` does the work for given estimators (the CLI uses it
+without a service).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ logger = logging.getLogger("parts2whole.preprocessing")
 
 TINY_PREPROCESS_DIR_NAME = "tiny-preprocess"
 PARSER, SEGMENTER, POSE, BACKGROUND = "human parser", "Segment Anything", "DWPose", "background remover"
+DENSEPOSE = "DensePose"
+#: Pose map kinds made from a photo, and the tool that makes each.
+DENSEPOSE_KIND, OPENPOSE_KIND = "densepose", "openpose"
+POSE_TOOLS = {DENSEPOSE_KIND: DENSEPOSE, OPENPOSE_KIND: POSE}
 TINY_PREPROCESS_NOTE = (
     "Preprocessing (automatic masks, clicks, background removal, pose from a photo) also runs on "
     "**tiny random models**: its masks and skeletons are rough placeholders."
@@ -38,6 +48,9 @@ TINY_PREPROCESS_NOTE = (
 POSE_MAP_MAX_SIDE = 768
 #: How much the photo is darkened under the skeleton preview (0 = not at all).
 POSE_PREVIEW_DIM = 0.55
+#: Weight of the DensePose map where it covers the photo in the preview (1 = the map alone): enough photo
+#: shows through to check that the parts sit on the body.
+DENSEPOSE_PREVIEW_OPACITY = 0.65
 POSITIVE_COLOUR, NEGATIVE_COLOUR, BOX_COLOUR = (22, 163, 74), (220, 38, 38), (37, 99, 235)
 
 ClickMode = str  # "include", "exclude" or "box"
@@ -57,10 +70,15 @@ class MaskSuggestion:
 
 @dataclasses.dataclass(frozen=True)
 class PoseFromPhoto:
-    pose_map: Image.Image  # OpenPose-style map (RGB, black background)
-    preview: Image.Image  # the skeleton over the (darkened) photo
-    keypoints: dict  # PoseResult.to_json()
+    pose_map: Image.Image  # the map the model gets (RGB, black background): DensePose IUV or OpenPose-style
+    preview: Image.Image  # the map over the (darkened) photo, photo-sized
+    keypoints: dict | None  # PoseResult.to_json() (DWPose); None for DensePose
     people: int
+    kind: str = OPENPOSE_KIND  # "densepose" or "openpose"
+    #: How the map was made, for the bundle and the CLI's JSON: kind, tool, weights, photo and map sizes,
+    #: and for DensePose the person's box (x0, y0, x1, y1 in photo pixels) and its score.
+    details: dict = dataclasses.field(default_factory=dict)
+    note: str | None = None  # e.g. "3 people found: the map shows the most confident one."
 
 
 def _quietly(fn: Callable, *args) -> None:
@@ -72,6 +90,91 @@ def _quietly(fn: Callable, *args) -> None:
 
 def _structure_kind_name(kind: str) -> str:
     return {"densepose": "DensePose", "openpose": "OpenPose-style"}.get(kind, kind)
+
+
+def fit_map(pose_map: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[float, float, float]]:
+    """`pose_map` inside a black map of `size` = (height, width), keeping its aspect, centred; and the
+    (scale, offset x, offset y) that place map pixels. The same fit DWPose skeletons get
+    (:func:`preprocess.pose.render_pose_map`), so both kinds line up with the photo the same way.
+
+    Resampled with NEAREST on purpose: every pixel of a DensePose map is one (part, U, V) triple of the model;
+    blending neighbours would invent part indices between two parts (I = 2 next to I = 14 is not I = 8).
+    The pipeline then resizes the map to the output once, with LANCZOS, as the official code does.
+    """
+    height, width = int(size[0]), int(size[1])
+    scale = min(width / pose_map.width, height / pose_map.height)
+    inner = (max(1, round(pose_map.width * scale)), max(1, round(pose_map.height * scale)))
+    left, top = (width - inner[0]) // 2, (height - inner[1]) // 2
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(pose_map.convert("RGB").resize(inner, Image.Resampling.NEAREST), (left, top))
+    return canvas, (inner[0] / pose_map.width, float(left), float(top))
+
+
+def densepose_preview(photo: Image.Image, iuv: Image.Image, box: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """The photo-sized IUV map blended over the darkened photo where it covers the person, and the box."""
+    rgb = photo.convert("RGB")
+    dimmed = Image.blend(rgb, Image.new("RGB", rgb.size, (0, 0, 0)), POSE_PREVIEW_DIM)
+    covered = Image.fromarray((np.asarray(iuv.convert("RGB")).max(axis=2) > 0).astype(np.uint8) * 255)
+    preview = Image.composite(Image.blend(rgb, iuv.convert("RGB"), DENSEPOSE_PREVIEW_OPACITY), dimmed, covered)
+    if box is not None:
+        ImageDraw.Draw(preview).rectangle(box, outline=BOX_COLOUR, width=max(2, round(min(rgb.size) / 200)))
+    return preview
+
+
+def _round_box(box) -> list[float]:
+    return [round(float(value), 2) for value in box]
+
+
+def make_pose_map(photo: Image.Image, kind: str, size: tuple[int, int] | None = None, *, densepose=None,
+                  dwpose=None, dwpose_weights: str | None = None) -> PoseFromPhoto:
+    """A pose map of `kind` made from `photo` with the given estimator, fitted to `size` = (height, width).
+
+    * ``"densepose"`` (`densepose`: a :class:`preprocess.densepose.DensePoseEstimator`): the IUV map of the
+      most confident person, in the training data's encoding. Without `size` it stays photo-sized (its
+      pixels then match the box); with `size` it is fitted by :func:`fit_map` (aspect kept, centred on black).
+      No person: :class:`preprocess.densepose.NoPersonFound` (a :class:`Parts2WholeInputError`).
+    * ``"openpose"`` (`dwpose`: a :class:`preprocess.pose.WholeBodyPoseEstimator`): every person's DWPose
+      keypoints drawn as an OpenPose-style map at `size` (default: the photo's aspect, longest side
+      :data:`POSE_MAP_MAX_SIDE`), fitted the same way.
+
+    The preview is photo-sized: the map over the darkened photo.
+    """
+    from preprocess.images import flatten_alpha
+
+    rgb = flatten_alpha(photo)
+    if kind == DENSEPOSE_KIND:
+        result = densepose(rgb)
+        pose_map, (scale, left, top) = (result.map.convert("RGB"), (1.0, 0.0, 0.0)) if size is None else \
+            fit_map(result.map, size)
+        details = {"kind": DENSEPOSE_KIND, "from_photo": True, "tool": DENSEPOSE, "weights": str(result.weights),
+                   "box": _round_box(result.box), "score": round(float(result.score), 4),
+                   "people_found": int(result.num_people), "photo_size": list(rgb.size),
+                   "map_size": list(pose_map.size),
+                   "box_in_map": _round_box((result.box[0] * scale + left, result.box[1] * scale + top,
+                                             result.box[2] * scale + left, result.box[3] * scale + top))}
+        return PoseFromPhoto(pose_map, densepose_preview(rgb, result.map, result.box), None, int(result.num_people),
+                             DENSEPOSE_KIND, details, result.note)
+    if kind != OPENPOSE_KIND:
+        raise Parts2WholeInputError(f"Unknown pose map kind {kind!r}: use densepose or openpose.")
+    from preprocess.pose import DWPOSE_REPO_ID, DWPOSE_REVISION, estimate_pose, render_pose_map
+
+    if size is None:
+        scale = POSE_MAP_MAX_SIDE / max(rgb.size)
+        size = (max(8, round(rgb.height * scale)), max(8, round(rgb.width * scale)))
+    pose = estimate_pose(rgb, dwpose)
+    if not pose.found:
+        raise Parts2WholeInputError("No person found in this photo: try a photo where the whole body is visible.")
+    skeleton = render_pose_map(pose, (rgb.height, rgb.width))
+    drawn = Image.fromarray((np.asarray(skeleton).max(axis=2) > 0).astype(np.uint8) * 255)
+    dimmed = Image.blend(rgb, Image.new("RGB", rgb.size, (0, 0, 0)), POSE_PREVIEW_DIM)
+    preview = Image.composite(skeleton, dimmed, drawn)
+    pose_map = render_pose_map(pose, size)
+    people = len(pose.people)
+    details = {"kind": OPENPOSE_KIND, "from_photo": True, "tool": POSE,
+               "weights": dwpose_weights or f"{DWPOSE_REPO_ID}@{DWPOSE_REVISION}", "box": None, "score": None,
+               "people_found": people, "photo_size": list(rgb.size), "map_size": list(pose_map.size)}
+    note = f"{people} people found: all are drawn." if people > 1 else None
+    return PoseFromPhoto(pose_map, preview, pose.to_json(), people, OPENPOSE_KIND, details, note)
 
 
 class _Lazy:
@@ -88,12 +191,16 @@ class _Lazy:
 class PreprocessingService:
     """The preprocessing models shared by every user of one app (thread-safe, no per-user state)."""
 
-    def __init__(self, studio, *, tiny_folder: str | Path | None = None, device: str | None = None):
+    def __init__(self, studio, *, tiny_folder: str | Path | None = None, device: str | None = None,
+                 densepose_weights: str | Path | None = None):
         self.studio = studio
         self._tiny_folder = Path(tiny_folder) if tiny_folder is not None else None
         self._device = device
+        #: A local DensePose checkpoint (model-zoo .pkl) to use instead of the pinned download; never replaced
+        #: by the tiny stand-in (a bad file is an error, not a silent placeholder).
+        self._densepose_weights = densepose_weights
         self._models: dict[str, Any] = {}
-        self._locks = {name: threading.Lock() for name in (PARSER, SEGMENTER, POSE, BACKGROUND)}
+        self._locks = {name: threading.Lock() for name in (PARSER, SEGMENTER, POSE, BACKGROUND, DENSEPOSE)}
         self._tiny_lock = threading.Lock()
         self._prefetcher: ThreadPoolExecutor | None = None
         #: Tools running on a tiny stand-in because their real weights could not be had, and why.
@@ -189,6 +296,20 @@ class PreprocessingService:
         return self._model(POSE, WholeBodyPoseEstimator.from_hub,
                            lambda files: WholeBodyPoseEstimator(files.detector, files.pose))
 
+    def densepose_estimator(self):
+        """DensePose R50-FPN: the pinned download, `densepose_weights` when given, or the tiny stand-in."""
+        from preprocess.densepose import load_densepose, load_tiny_densepose
+
+        def tiny(_files):
+            with self._tiny_lock:
+                return load_tiny_densepose(self.tiny_folder)
+
+        if self._densepose_weights is not None and DENSEPOSE not in self._models:
+            with self._locks[DENSEPOSE]:
+                if DENSEPOSE not in self._models:
+                    self._models[DENSEPOSE] = load_densepose(self._densepose_weights, device=self.device)
+        return self._model(DENSEPOSE, lambda: load_densepose(device=self.device), tiny)
+
     def background_remover(self):
         from preprocess.background import BackgroundRemover
         from preprocess.tiny import tiny_background_remover
@@ -268,24 +389,24 @@ class PreprocessingService:
 
     # -- pose
 
-    def pose_from_photo(self, photo: Image.Image, size: tuple[int, int] | None = None) -> PoseFromPhoto:
-        """DWPose keypoints of `photo` drawn as an OpenPose-style map at `size` = (height, width)
-        (default: the photo's aspect, longest side POSE_MAP_MAX_SIDE), and a preview over the photo."""
-        from preprocess.images import flatten_alpha
-        from preprocess.pose import estimate_pose, render_pose_map
+    def pose_from_photo(self, photo: Image.Image, size: tuple[int, int] | None = None,
+                        kind: str | None = None) -> PoseFromPhoto:
+        """A pose map of `photo` of the kind the model reads (`kind` overrides: "densepose" or "openpose"),
+        fitted to `size` = (height, width) (see :func:`make_pose_map`), and a preview over the photo.
 
-        rgb = flatten_alpha(photo)
-        if size is None:
-            scale = POSE_MAP_MAX_SIDE / max(rgb.size)
-            size = (max(8, round(rgb.height * scale)), max(8, round(rgb.width * scale)))
-        pose = estimate_pose(rgb, self.pose_estimator())
-        if not pose.found:
-            raise Parts2WholeInputError("No person found in this photo: try a photo where the whole body is visible.")
-        skeleton = render_pose_map(pose, (rgb.height, rgb.width))
-        drawn = Image.fromarray((np.asarray(skeleton).max(axis=2) > 0).astype(np.uint8) * 255)
-        dimmed = Image.blend(rgb, Image.new("RGB", rgb.size, (0, 0, 0)), POSE_PREVIEW_DIM)
-        preview = Image.composite(skeleton, dimmed, drawn)
-        return PoseFromPhoto(render_pose_map(pose, size), preview, pose.to_json(), len(pose.people))
+        With no `kind`, :meth:`expected_structure_kind` decides: the released checkpoint reads DensePose
+        maps; a fine-tuned checkpoint's ``parts2whole.json`` may say OpenPose.
+        """
+        kind = kind or self.expected_structure_kind()
+        if kind == DENSEPOSE_KIND:
+            return make_pose_map(photo, DENSEPOSE_KIND, size, densepose=self.densepose_estimator())
+        if kind == OPENPOSE_KIND:
+            return make_pose_map(photo, OPENPOSE_KIND, size, dwpose=self.pose_estimator(),
+                                 dwpose_weights="tiny" if self._is_tiny_tool(POSE) else None)
+        raise Parts2WholeInputError(f"Unknown pose map kind {kind!r}: use densepose or openpose.")
+
+    def _is_tiny_tool(self, name: str) -> bool:
+        return self.uses_tiny_models or name in self.fallbacks
 
     def structure_kind_of(self, image: Image.Image) -> str:
         from preprocess.structure import structure_kind_of
@@ -305,7 +426,7 @@ class PreprocessingService:
         """Markdown telling people what kind of pose map they gave and whether the model reads it."""
         expected = self.expected_structure_kind()
         name, wanted = _structure_kind_name(kind), _structure_kind_name(expected)
-        origin = "made from your photo with DWPose" if from_photo else "uploaded"
+        origin = f"made from your photo with {POSE_TOOLS.get(kind, POSE)}" if from_photo else "uploaded"
         if kind == expected:
             return f"✓ **{name} map** ({origin}): the kind this model was trained on."
         if kind == "unknown":

@@ -82,7 +82,7 @@ def test_designer_flow_mask_clicks_background_pose_then_generate(client, tmp_pat
 
     # A photo in the Pose slot: DWPose makes an OpenPose-style map, labelled as another kind than DensePose.
     pose_map, pose_preview, note = client.predict(handle(str(EXAMPLE_DIR / "thumbnail.jpg")), FAST_SIZE,
-                                                  api_name="/pose_from_photo")
+                                                  api_name="/pose_openpose_from_photo")
     from preprocess.structure import structure_kind_of
 
     assert structure_kind_of(Image.open(_value(pose_map))) == "openpose"
@@ -217,11 +217,17 @@ def test_pose_slot_keeps_a_map_and_turns_a_photo_into_a_labelled_skeleton(tmp_pa
     import app
     from parts2whole.preprocessing_service import PreprocessingService
 
+    from parts2whole.train.export import METADATA_NAME
+
     service = PreprocessingService(FakeStudio(tiny=True), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
     pose = app.make_pose_handlers(service)
     densepose = str(example_file("pose"))
     kept, preview, note, state = pose["upload"](densepose, FAST_SIZE)
     assert note["value"].startswith("✓ **DensePose map**") and preview["visible"] is False and not state["from_photo"]
+
+    (tmp_path / METADATA_NAME).write_text(json.dumps({"structure_kind": "openpose"}))  # a photo becomes a skeleton
+    service = PreprocessingService(FakeStudio(tiny=True, folder=str(tmp_path)), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
+    pose = app.make_pose_handlers(service)
 
     photo = str(EXAMPLE_DIR / "thumbnail.jpg")
     pose_map, preview, note, state = pose["upload"](photo, FAST_SIZE)  # a photo, not a map: DWPose runs

@@ -1,0 +1,279 @@
+"""Pose from a photo, end to end: the service draws the kind of map the model reads (DensePose for the
+released checkpoint, a DWPose skeleton for an OpenPose one), the app's Pose slot and bundle say how the map
+was made, the `pose` and `generate --pose-photo` commands, and the endpoints of the served app.
+
+Offline on the tiny stand-ins (`preprocess.densepose.load_tiny_densepose`, the tiny DWPose pair); the
+messages for several people and for nobody come from a stand-in estimator that returns a fixed result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_fixtures import EXAMPLE_DIR, FAST_SIZE, FAST_STEPS, REPO_ROOT, WEIGHTS_DIR, app_env, example_file, shared_app_url
+from parts2whole.cli import EXIT_BAD_INPUT, main
+from test_app_preprocess import FakeStudio
+
+PHOTO = EXAMPLE_DIR / "thumbnail.jpg"
+TINY_FOLDER = WEIGHTS_DIR / "tiny-preprocess"
+#: Keys MAP.json and the bundle's `pose_map` have for a map made from a photo.
+DETAIL_KEYS = {"kind", "from_photo", "tool", "weights", "box", "score", "people_found", "photo_size", "map_size"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedResult:
+    """What a DensePoseEstimator returns, fixed: a map with two parts inside `box` of a w x h photo."""
+
+    map: Image.Image
+    box: tuple[float, float, float, float]
+    score: float
+    num_people: int
+    weights: str = "fixed"
+    note: str | None = None
+
+
+def fixed_result(size: tuple[int, int], people: int = 1) -> FixedResult:
+    width, height = size
+    box = (width * 0.3, height * 0.1, width * 0.7, height * 0.9)
+    iuv = np.zeros((height, width, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = (round(value) for value in box)
+    iuv[y0:(y0 + y1) // 2, x0:x1] = (200, 90, 2)  # R = V, G = U, B = part index (torso)
+    iuv[(y0 + y1) // 2:y1, x0:x1] = (40, 160, 9)  # a leg
+    note = f"{people} people found: the map shows the most confident one." if people > 1 else None
+    return FixedResult(Image.fromarray(iuv), box, 0.97, people, note=note)
+
+
+class FixedEstimator:
+    def __init__(self, people: int = 1):
+        self.people = people
+
+    def __call__(self, photo):
+        if self.people == 0:
+            from preprocess.densepose import NO_PERSON_MESSAGE, NoPersonFound
+
+            raise NoPersonFound(NO_PERSON_MESSAGE)
+        return fixed_result(photo.size, self.people)
+
+
+def openpose_checkpoint(folder):
+    from parts2whole.train.export import METADATA_NAME
+
+    (folder / METADATA_NAME).write_text(json.dumps({"structure_kind": "openpose"}))
+    return folder
+
+
+def fixed_service(people: int = 1, folder: str = "unused"):
+    from parts2whole.preprocessing_service import DENSEPOSE, PreprocessingService
+
+    service = PreprocessingService(FakeStudio(tiny=True, folder=folder), tiny_folder=TINY_FOLDER)
+    service._models[DENSEPOSE] = FixedEstimator(people)
+    return service
+
+
+# ---------------------------------------------------------------------------------------- service
+
+
+def test_the_photo_becomes_the_kind_of_map_the_model_reads(tmp_path):
+    from parts2whole.preprocessing_service import PreprocessingService
+    from preprocess.structure import structure_kind_of
+
+    photo = Image.open(PHOTO)
+    released = PreprocessingService(FakeStudio(tiny=True, folder=str(tmp_path)), tiny_folder=TINY_FOLDER)
+    made = released.pose_from_photo(photo, (192, 128))  # no parts2whole.json: the released model, DensePose
+    assert made.kind == "densepose" and made.keypoints is None
+    assert made.pose_map.size == (128, 192) and made.preview.size == photo.size
+    assert DETAIL_KEYS <= set(made.details) and made.details["weights"] == "tiny"
+    x0, y0, x1, y1 = made.details["box"]
+    assert 0 <= x0 < x1 <= photo.width and 0 <= y0 < y1 <= photo.height
+    assert made.details["people_found"] >= 1 and made.details["map_size"] == [128, 192]
+
+    fine_tuned = PreprocessingService(FakeStudio(tiny=True, folder=str(openpose_checkpoint(tmp_path))),
+                                      tiny_folder=TINY_FOLDER)
+    made = fine_tuned.pose_from_photo(photo, (192, 128))
+    assert made.kind == "openpose" and made.keypoints["format"] == "coco-wholebody-133"
+    assert structure_kind_of(made.pose_map) == "openpose" and made.details["weights"] == "tiny"
+    assert made.details["box"] is None and made.details["people_found"] == made.people >= 1
+    # An explicit kind wins over the model's.
+    assert fine_tuned.pose_from_photo(photo, (192, 128), "densepose").kind == "densepose"
+
+
+def test_the_densepose_map_is_fitted_keeping_the_aspect_without_new_values():
+    from parts2whole.preprocessing_service import fit_map, make_pose_map
+
+    photo = Image.new("RGB", (300, 200), (120, 130, 140))  # landscape photo, portrait output
+    made = make_pose_map(photo, "densepose", (192, 128), densepose=FixedEstimator())
+    pose_map = np.asarray(made.pose_map)
+    assert pose_map.shape == (192, 128, 3)
+    # 300 x 200 fits into 128 wide: 128 x 85, centred with black bars above and below.
+    rows = np.flatnonzero(pose_map.max(axis=(1, 2)) > 0)
+    assert pose_map[:50].max() == 0 and pose_map[-50:].max() == 0 and 50 <= rows.min() and rows.max() < 142
+    colours = {tuple(pixel) for pixel in pose_map.reshape(-1, 3)}
+    assert colours == {(0, 0, 0), (200, 90, 2), (40, 160, 9)}  # nearest neighbour: no blended part index
+    x0, y0, x1, y1 = made.details["box_in_map"]
+    assert x0 == pytest.approx(90 * 128 / 300, abs=0.01) and y0 == pytest.approx(53 + 20 * 128 / 300, abs=0.01)
+    # Without a size the map stays photo-sized, so its pixels match the box.
+    assert make_pose_map(photo, "densepose", None, densepose=FixedEstimator()).pose_map.size == photo.size
+    fitted, (scale, left, top) = fit_map(Image.new("RGB", (100, 400), (1, 2, 3)), (200, 200))
+    assert fitted.size == (200, 200) and (scale, left, top) == (0.5, 75.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------- app (in-process)
+
+
+def test_pose_slot_makes_a_densepose_map_notes_several_people_and_the_bundle_says_how(tmp_path):
+    import app
+
+    service = fixed_service(people=3)
+    pose = app.make_pose_handlers(service)
+    pose_map, preview, note, state = pose["from_photo"](str(PHOTO), FAST_SIZE)
+    assert pose_map.size == (512, 768)  # the output's shape, at least 768 long
+    assert note["value"].startswith("✓ **DensePose map** (made from your photo with DensePose)")
+    assert "3 people found: the map shows the most confident one." in note["value"]
+    assert "DensePose" in preview["label"] and preview["value"].size == Image.open(PHOTO).size
+    assert state["kind"] == "densepose" and state["details"]["people_found"] == 3
+
+    pose_map.save(tmp_path / "map.png")
+    note, _preview, kept = pose["kind"](str(tmp_path / "map.png"), state)  # the slot's own change event
+    assert "made from your photo with DensePose" in note["value"] and kept["from_photo"]
+
+    parameters, files = app._pose_details(service, Image.open(tmp_path / "map.png"), kept)
+    assert parameters["structure_kind"] == "densepose" and parameters["pose_source"] == "DensePose from a photo"
+    record = parameters["pose_map"]
+    assert DETAIL_KEYS <= set(record) and record["from_photo"] is True and record["score"] == 0.97
+    assert record["weights"] == "fixed" and len(record["box"]) == 4 and not files
+    uploaded, _ = app._pose_details(service, Image.open(example_file("pose")), kept)
+    assert uploaded["pose_map"] == {"kind": "densepose", "from_photo": False}
+
+
+def test_no_person_is_one_clear_message_in_the_app(tmp_path):
+    import gradio as gr
+
+    import app
+    from preprocess.densepose import NO_PERSON_MESSAGE
+
+    pose = app.make_pose_handlers(fixed_service(people=0))
+    with pytest.raises(gr.Error) as error_info:
+        pose["densepose_from_photo"](str(PHOTO), FAST_SIZE)
+    assert NO_PERSON_MESSAGE in str(error_info.value)
+    pose = app.make_pose_handlers(fixed_service(people=0, folder=str(openpose_checkpoint(tmp_path))))
+    assert pose["from_photo"](str(PHOTO), FAST_SIZE)[3]["kind"] == "openpose"  # DensePose is not asked
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "parts2whole", *args], cwd=REPO_ROOT, env=app_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_pose_command_writes_the_map_and_its_json(tmp_path):
+    completed = _run("pose", str(PHOTO), "-o", str(tmp_path / "map.png"), "--weights", "tiny")
+    assert completed.returncode == 0, completed.stderr
+    photo = Image.open(PHOTO)
+    assert Image.open(tmp_path / "map.png").size == photo.size and Image.open(tmp_path / "map.png").mode == "RGB"
+    record = json.loads((tmp_path / "map.json").read_text())
+    assert DETAIL_KEYS <= set(record) and record["kind"] == "densepose" and record["weights"] == "tiny"
+    assert len(record["box"]) == 4 and 0 <= record["score"] <= 1 and record["people_found"] >= 1
+    assert record["photo_size"] == list(photo.size) and record["map"] == "map.png"
+    assert str(tmp_path / "map.json") in completed.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["pose", str(PHOTO), "-o", "map.jpg", "--weights", "tiny"],  # lossy
+    ["pose", str(PHOTO), "-o", "map.png", "--kind", "openpose", "--densepose-weights", "model.pkl"],
+    ["pose", str(PHOTO), "-o", "map.png", "--densepose-weights", "/nonexistent/model_final_162be9.pkl"],
+    ["pose", "/nonexistent/photo.jpg", "-o", "map.png", "--weights", "tiny"],
+    ["pose", str(PHOTO), "-o", "map.png", "--kind", "skeleton"],
+    ["pose", str(PHOTO), "-o", "map.png", "--height", "768"],
+    ["generate", "--face", str(example_file("face")), "--pose", str(example_file("pose")), "--pose-photo",
+     str(PHOTO), "--weights", "tiny"],  # one or the other
+])
+def test_pose_mistakes_are_one_line_and_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == EXIT_BAD_INPUT and len(lines) == 1 and "error:" in lines[0], captured.err
+
+
+def test_no_person_in_the_photo_is_exit_2(capsys, tmp_path, monkeypatch):
+    from parts2whole import cli
+    from preprocess.densepose import NO_PERSON_MESSAGE
+
+    monkeypatch.setattr(cli, "_pose_estimators", lambda args: {"densepose": FixedEstimator(people=0)})
+    code = main(["pose", str(PHOTO), "-o", str(tmp_path / "map.png")])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT and err.strip().count("\n") == 0 and NO_PERSON_MESSAGE in err
+    assert not (tmp_path / "map.png").exists()
+
+
+def test_generate_with_a_pose_photo_on_the_tiny_model(tmp_path):
+    output = tmp_path / "portrait.png"
+    completed = _run("generate", "--weights", "tiny", "--face", str(example_file("face")), "--pose-photo", str(PHOTO),
+                     "--seed", "1", "--steps", "2", "--height", "64", "--width", "48", "-o", str(output))
+    assert completed.returncode == 0, completed.stderr
+    parameters = json.loads((tmp_path / "portrait.json").read_text())
+    assert parameters["inputs"]["pose photo"] == str(PHOTO) and "pose" not in parameters["inputs"]
+    record = parameters["pose_map"]
+    assert record["kind"] == "densepose" and record["from_photo"] and record["file"] == "portrait_pose.png"
+    assert Image.open(tmp_path / "portrait_pose.png").size == (48, 64) and Image.open(output).size == (48, 64)
+
+
+# ---------------------------------------------------------------------------------------- served app
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(shared_app_url(), verbose=False,
+                                download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def _value(update):
+    return update.get("value") if isinstance(update, dict) and "__type__" in update else update
+
+
+def test_endpoints_make_each_kind_and_generate_records_the_densepose_map(client):
+    from gradio_client import handle_file
+
+    import app
+    from parts2whole.preprocessing_service import fit_map
+    from preprocess.densepose import load_tiny_densepose
+    from preprocess.structure import structure_kind_of
+
+    pose_map, preview, note = client.predict(handle_file(str(PHOTO)), FAST_SIZE, api_name="/pose_from_photo")
+    assert "DensePose map" in _value(note) and "made from your photo with DensePose" in _value(note)
+    served = np.asarray(Image.open(_value(pose_map)).convert("RGB")).astype(int)
+    expected, _ = fit_map(load_tiny_densepose(TINY_FOLDER)(Image.open(PHOTO).convert("RGB")).map,
+                          app._pose_map_size(FAST_SIZE))
+    assert served.shape == (768, 512, 3) and served.max() > 0
+    assert (np.abs(served - np.asarray(expected).astype(int)).max(axis=2) <= 2).mean() > 0.99  # the library's map
+
+    _, _, note = client.predict(handle_file(str(PHOTO)), FAST_SIZE, api_name="/pose_densepose_from_photo")
+    assert "DensePose map" in _value(note)
+    skeleton, _, note = client.predict(handle_file(str(PHOTO)), FAST_SIZE, api_name="/pose_openpose_from_photo")
+    assert "OpenPose-style" in _value(note) and structure_kind_of(Image.open(_value(skeleton))) == "openpose"
+
+    pose_map, _, _ = client.predict(handle_file(str(PHOTO)), FAST_SIZE, api_name="/pose_densepose_from_photo")
+    _gallery, bundle, status, _seed = client.predict(
+        face=handle_file(str(example_file("face"))), pose=handle_file(_value(pose_map)), seed=5,
+        randomize_seed=False, steps=FAST_STEPS, size=FAST_SIZE, api_name="/generate")
+    assert "Done" in status and "⚠️ The pose map" not in status
+    with zipfile.ZipFile(bundle) as archive:
+        parameters = json.loads(archive.read("parameters.json"))
+        bundled = np.asarray(Image.open(archive.open("inputs/pose.png")).convert("RGB"))
+    assert parameters["pose_source"] == "DensePose from a photo" and parameters["structure_kind"] == "densepose"
+    assert DETAIL_KEYS <= set(parameters["pose_map"]) and parameters["pose_map"]["weights"] == "tiny"
+    assert np.array_equal(bundled, np.asarray(Image.open(_value(pose_map)).convert("RGB")))
