@@ -300,9 +300,8 @@ class PreprocessingService:
         """DensePose R50-FPN: the pinned download, `densepose_weights` when given, or the tiny stand-in."""
         from preprocess.densepose import load_densepose, load_tiny_densepose
 
-        def tiny(_files):
-            with self._tiny_lock:
-                return load_tiny_densepose(self.tiny_folder)
+        def tiny(_files):  # built once into the same folder as the other stand-ins (file-locked there)
+            return load_tiny_densepose(self.tiny_folder, device=self.device)
 
         if self._densepose_weights is not None and DENSEPOSE not in self._models:
             with self._locks[DENSEPOSE]:

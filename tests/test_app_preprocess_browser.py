@@ -9,6 +9,7 @@ import time
 from app_fixtures import example_file
 from test_app_browser import PAGE_LOAD_TIMEOUT_MS, _slot_file_input, app_url, browser  # noqa: F401 - fixtures
 from test_app_preprocess import flat_photo
+from test_pose_from_photo import person_photo
 
 CHANGE_TIMEOUT_S = 60
 
@@ -51,7 +52,7 @@ def test_clicks_on_the_picture_change_the_mask_overlay(browser, app_url, tmp_pat
 
     with page.expect_file_chooser() as chooser:
         page.locator("#pose-from-photo").click()
-    chooser.value.set_files(str(example_file("thumbnail").with_suffix(".jpg")))
+    chooser.value.set_files(str(person_photo(tmp_path)))
     page.locator("#pose-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
     # The tiny app reads DensePose maps, like the released model: the photo becomes one.
     page.locator("#pose-kind").get_by_text("DensePose map").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)

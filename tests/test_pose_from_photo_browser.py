@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import zipfile
 
-from app_fixtures import EXAMPLE_DIR, example_file
+from app_fixtures import example_file
 from test_app_browser import GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, app_url, browser  # noqa: F401 - fixtures
+from test_pose_from_photo import person_photo
 
 
 def test_pose_slot_makes_a_densepose_map_from_a_photo_and_generate_uses_it(browser, app_url, tmp_path):  # noqa: F811
@@ -19,7 +20,7 @@ def test_pose_slot_makes_a_densepose_map_from_a_photo_and_generate_uses_it(brows
     page.get_by_label("Face", exact=True).set_input_files(str(example_file("face")))
     with page.expect_file_chooser() as chooser:
         page.locator("#pose-from-photo").click()
-    chooser.value.set_files(str(EXAMPLE_DIR / "thumbnail.jpg"))
+    chooser.value.set_files(str(person_photo(tmp_path)))
     kind = page.locator("#pose-kind")
     kind.get_by_text("made from your photo with DensePose").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
     assert "DensePose map" in kind.inner_text() and "trained on" in kind.inner_text()
