@@ -180,10 +180,9 @@ def test_ui_stays_responsive_during_a_generation_and_stop_frees_the_worker(tmp_p
                            randomize_seed=False, seed=5, steps=LONG_STEPS, size=LONG_SIZE, api_name="/generate")
     try:
         _wait_until_denoising(long_job, timeout=120)
-        # Cheap events do not wait for the GPU queue.
-        started = time.monotonic()
-        other.submit(handle(str(example_file("face"))), api_name="/face_mask_preview").result(timeout=30)
-        assert time.monotonic() - started < 15
+        # Cheap events do not wait for the GPU queue: the preview answers while the long generation (minutes)
+        # is still running. (No wall-clock bound: a busy machine may be slow, never blocked.)
+        other.submit(handle(str(example_file("face"))), api_name="/face_mask_preview").result(timeout=90)
         assert not long_job.done()
     except BaseException:
         long_job.cancel()  # never leave the shared app busy for the next tests
