@@ -39,7 +39,7 @@ Generate a full-body portrait of a person from reference images of their parts.
 
 Give at least one part (face, hair or headwear, upper-body clothes, lower-body clothes, whole-body
 clothes, shoes) and a pose map (--pose): a DensePose rendering of the body, as the released model
-expects. Each part may come with a mask (white = use this area); without one, the image's transparency
+expects, or a photo of someone in the pose to make it from (--pose-photo). Each part may come with a mask (white = use this area); without one, the image's transparency
 is the mask, and an opaque image is used whole.
 """
 
@@ -49,6 +49,7 @@ examples:
       --prompt "a woman in a red shirt" -o out.png
   %(prog)s --face face.jpg --mask-face face_mask.png --whole-body-clothes dress.jpg \\
       --pose densepose.png --seed 7 --steps 30 --num-images 2 -o results/dress.png
+  %(prog)s --face face.png --pose-photo someone.jpg -o out.png   # writes out_pose.png too
 
 Writes out.png (or out_0.png, out_1.png, ... for several images) and out.json with every parameter,
 so a result can be reproduced. Weights: the official huanngzh/Parts2Whole from the Hugging Face Hub

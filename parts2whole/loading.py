@@ -5,19 +5,33 @@ safetensors, float32), vae/, text_encoder/, image_encoder/ (stored float16, comp
 dtype), tokenizer/, feature_extractor/, scheduler/, and decoupled_attn.pth (a safetensors file despite
 its suffix) holding the 32 image key/value projections of the cross-attention layers.
 
-UNets are built on the meta device and filled with `load_state_dict(assign=True)` after a strict check
-of every name and shape, so a full-size checkpoint loads in seconds, without a random initialisation
-and without ever silently keeping random weights.
+UNets, the pose guider and the VAE are built on the meta device and filled with
+`load_state_dict(assign=True)` after a strict check of every name and shape, so a full-size checkpoint
+loads in seconds, without a random initialisation and without ever silently keeping random weights.
+
+Thread safety: the app builds models from several threads at once (the pipeline on the first Generate,
+the human parser, Segment Anything and the tiny stand-ins on the first uploads). Loading therefore
+patches no process-global state. `accelerate.init_empty_weights` (used by diffusers' `from_pretrained`)
+replaces `nn.Module.register_parameter` for every thread, and both diffusers' and transformers'
+`from_pretrained` swap out `torch.nn.init`'s functions and the default dtype process-wide while they
+build; a model another thread builds meanwhile gets meta or uninitialised parameters. So no model here
+goes through a library `from_pretrained`: diffusers models are built inside `with torch.device("meta")`
+(a thread-local mode), transformers models are built on the CPU in the loading thread (their computed,
+non-persistent buffers such as CLIP's position ids would have no data on the meta device; building CLIP
+ViT-L this way costs a few CPU seconds, once per process). A process-wide lock around model building is
+deliberately not used: it would make every click and automatic mask wait behind a 7 GB load.
+Tokenizers, image processors and scheduler configs build no modules and are loaded as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -117,9 +131,10 @@ def _names(keys, limit: int = 8) -> str:
     return f"{shown}{f' ... ({len(keys)} in all)' if len(keys) > limit else ''}"
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """Fill `model` (possibly on the meta device) with `state_dict`, refusing any missing, unexpected or
-    mis-shaped tensor with an error that names them."""
+def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, *,
+                           assign: bool = True) -> None:
+    """Fill `model` (possibly on the meta device: `assign` then adopts the tensors) with `state_dict`,
+    refusing any missing, unexpected or mis-shaped tensor with an error that names them."""
     expected = model.state_dict()
     missing = expected.keys() - state_dict.keys()
     unexpected = state_dict.keys() - expected.keys()
@@ -134,39 +149,106 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.T
         problems.append(f"wrong shapes: {_names(wrong)}")
     if problems:
         raise CheckpointError(f"{what} does not match its config; " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def build_unet(config: dict, *, decoupled: bool, empty: bool = True) -> UNet2DConditionModel:
-    """The denoising UNet (stock diffusers) with the Parts2Whole processors installed."""
-    if empty:
-        with init_empty_weights():
-            unet = UNet2DConditionModel.from_config(config)
-            install_denoising_processors(unet, decoupled)
-    else:
+    """The denoising UNet (stock diffusers) with the Parts2Whole processors installed; on the meta device
+    (thread-local) unless `empty` is False."""
+    with torch.device("meta") if empty else contextlib.nullcontext():
         unet = UNet2DConditionModel.from_config(config)
         install_denoising_processors(unet, decoupled)
     return unet
 
 
 def build_reference_unet(config: dict, *, empty: bool = True) -> ReferenceUNet2DConditionModel:
-    if empty:
-        with init_empty_weights():
-            reference_unet = ReferenceUNet2DConditionModel.from_config(config)
-    else:
+    with torch.device("meta") if empty else contextlib.nullcontext():
         reference_unet = ReferenceUNet2DConditionModel.from_config(config)
     install_reference_processors(reference_unet)
     return reference_unet
 
 
-def _load_transformers_model(cls, folder: Path, dtype: torch.dtype, what: str):
-    if not (folder / "model.safetensors").is_file():
-        raise CheckpointError(f"{what}: missing {folder / 'model.safetensors'} (only safetensors weights are loaded).")
-    model, info = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True, use_safetensors=True)
-    bad = list(info.get("missing_keys", [])) + [str(m) for m in info.get("mismatched_keys", [])]
-    if bad:
-        raise CheckpointError(f"{what} does not match its config: {_names(bad)}")
-    return model
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating tensors in the compute dtype before they are adopted (no second cast of the model)."""
+    if dtype is None:
+        return state
+    return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
+
+
+def check_materialized(model: torch.nn.Module, what: str) -> None:
+    """Refuse a model that still holds meta tensors after loading (a tensor nothing filled)."""
+    left = [name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
+    if left:
+        raise CheckpointError(f"{what}: no values were loaded for {_names(left)}")
+
+
+def load_diffusers_model(cls, folder: Path, what: str, dtype: torch.dtype | None = None):
+    """A diffusers model from `folder` (config.json + diffusion_pytorch_model.safetensors): built on the
+    meta device in this thread, filled strictly, never through `from_pretrained` (see the module docstring)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{what}: missing {folder / 'config.json'}.")
+    with torch.device("meta"):
+        model = cls.from_config(cls.load_config(folder))
+    load_state_dict_strict(model, _cast(_load_safetensors(folder / WEIGHTS_NAME, what), dtype), what)
+    check_materialized(model, what)
+    return model.eval().requires_grad_(False)
+
+
+#: transformers weight files read by `load_transformers_model`, safest first. The pickle is read with
+#: `torch.load(weights_only=True)`, which rebuilds tensors only.
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _transformers_names(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint names -> the model's names, by the renamings transformers registers for the model class
+    (its checkpoint conversion mapping, the table its own `from_pretrained` applies: e.g. CLIPTextModel
+    files saved before transformers 5 carry a `text_model.` prefix the class no longer has)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
+    expected = model.state_dict()
+    renamed = {}
+    for name, tensor in state.items():
+        new_name, _ = rename_source_key(name, renamings, [], model.base_model_prefix, expected)
+        renamed[name if new_name not in expected and name in expected else new_name] = tensor
+    return renamed
+
+
+def load_transformers_model(cls, folder: Path, what: str, dtype: torch.dtype | None = None, *,
+                            allow_torch_file: bool = False):
+    """A transformers model from a `save_pretrained` folder, built on the CPU in this thread (never through
+    `from_pretrained`, see the module docstring) and filled strictly. Tensors the model computes itself
+    (non-persistent buffers such as position ids, stored by older exports) are taken from the model."""
+    folder = Path(folder)
+    names = TRANSFORMERS_WEIGHT_FILES if allow_torch_file else TRANSFORMERS_WEIGHT_FILES[:1]
+    weights = next((folder / name for name in names if (folder / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{what}: missing {folder / names[0]} (only safetensors weights are loaded).")
+    if weights.suffix == ".safetensors":
+        state = _load_safetensors(weights, what)
+    else:
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any failure means: not a safe weights file
+            raise CheckpointError(f"{what}: {weights} is not a weights-only torch file ({error}).") from error
+    config = cls.config_class.from_pretrained(folder)
+    # A config's dtype makes nested `_from_config` calls (CLIPVisionModelWithProjection builds its
+    # CLIPVisionModel so) set torch's default dtype for the whole process while they build: leave it
+    # unset, build in float32, and cast once loaded.
+    for sub_config in (config, *(getattr(config, key) for key in config.sub_configs)):
+        if sub_config is not None:
+            sub_config.dtype = None
+    model = cls(config)
+    state = _transformers_names(model, state)
+    computed = set(dict(model.named_buffers())) - set(model.state_dict())
+    state = {name: tensor for name, tensor in state.items() if name not in computed}
+    load_state_dict_strict(model, state, what, assign=False)
+    if dtype is not None and model.dtype != dtype:
+        model.to(dtype=dtype)
+    model.config.dtype = model.dtype
+    return model.eval().requires_grad_(False)
 
 
 def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torch_dtype: torch.dtype = torch.float32,
@@ -183,22 +265,19 @@ def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torc
     unet_state = {k: v for k, v in unet_state.items() if DECOUPLED_KEY_MARKER not in k}
     if use_decoupled_cross_attn:
         unet_state.update(_load_decoupled(folder / DECOUPLED_WEIGHTS_NAME))
-    load_state_dict_strict(unet, unet_state, "unet (+ decoupled_attn.pth)")
+    load_state_dict_strict(unet, _cast(unet_state, torch_dtype), "unet (+ decoupled_attn.pth)")
+    check_materialized(unet, "unet")
 
     reference_unet = build_reference_unet(ReferenceUNet2DConditionModel.load_config(folder / "reference_unet"))
-    load_state_dict_strict(reference_unet, _load_safetensors(folder / "reference_unet" / WEIGHTS_NAME, "reference_unet"),
-                           "reference_unet")
+    load_state_dict_strict(reference_unet, _cast(_load_safetensors(folder / "reference_unet" / WEIGHTS_NAME,
+                                                                   "reference_unet"), torch_dtype), "reference_unet")
+    check_materialized(reference_unet, "reference_unet")
 
-    with init_empty_weights():
-        pose_guider = PoseGuider.from_config(PoseGuider.load_config(folder / "pose_guider"))
-    load_state_dict_strict(pose_guider, _load_safetensors(folder / "pose_guider" / WEIGHTS_NAME, "pose_guider"), "pose_guider")
-
+    pose_guider = load_diffusers_model(PoseGuider, folder / "pose_guider", "pose_guider", torch_dtype)
     if vae is None:
-        if not (folder / "vae" / WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"vae: missing {folder / 'vae' / WEIGHTS_NAME} (only safetensors weights are loaded).")
-        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch_dtype, use_safetensors=True)
-    text_encoder = _load_transformers_model(CLIPTextModel, folder / "text_encoder", torch_dtype, "text_encoder")
-    image_encoder = _load_transformers_model(CLIPVisionModelWithProjection, folder / "image_encoder", torch_dtype, "image_encoder")
+        vae = load_diffusers_model(AutoencoderKL, folder / "vae", "vae", torch_dtype)
+    text_encoder = load_transformers_model(CLIPTextModel, folder / "text_encoder", "text_encoder", torch_dtype)
+    image_encoder = load_transformers_model(CLIPVisionModelWithProjection, folder / "image_encoder", "image_encoder", torch_dtype)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     feature_extractor = CLIPImageProcessor.from_pretrained(folder / "feature_extractor")
     scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder / "scheduler"))

@@ -642,9 +642,9 @@ def load_pipeline(weights: ResolvedWeights, choice: DeviceChoice):
     from diffusers import AutoencoderKL
 
     from . import Parts2WholePipeline
-    from .loading import read_structure_kind
+    from .loading import load_diffusers_model, read_structure_kind
 
-    vae = AutoencoderKL.from_pretrained(weights.vae_path, torch_dtype=choice.dtype) if weights.vae_path else None
+    vae = load_diffusers_model(AutoencoderKL, Path(weights.vae_path), "vae", choice.dtype) if weights.vae_path else None
     # The pose guider's map kind: what the checkpoint declares (parts2whole.json), DensePose for the released one.
     pipe = Parts2WholePipeline.from_pretrained(weights.path, torch_dtype=choice.dtype, vae=vae,
                                                structure_kind=read_structure_kind(weights.path))

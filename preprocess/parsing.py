@@ -123,9 +123,15 @@ class HumanParser:
     def __init__(self, model_path: str | Path, *, device: str = "cpu") -> None:
         from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
 
+        from parts2whole.loading import load_transformers_model
+
         self.device = device
         self.processor = SegformerImageProcessor.from_pretrained(str(model_path))
-        self.model = SegformerForSemanticSegmentation.from_pretrained(str(model_path)).to(device).eval()
+        # Not SegformerForSemanticSegmentation.from_pretrained: it patches torch's init functions for every
+        # thread while it builds (see parts2whole.loading). Older parser repos ship only a pickle, read
+        # with torch.load(weights_only=True).
+        self.model = load_transformers_model(SegformerForSemanticSegmentation, Path(model_path), "human parser",
+                                             allow_torch_file=True).to(device)
         self.class_ids = _class_ids_by_name(self.model.config.id2label)
         self._cache: OrderedDict[str, ParsedImage] = OrderedDict()
         self._lock = threading.Lock()

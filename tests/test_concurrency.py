@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import FAST_SIZE, example_file, shared_app_url
+from tolerances import assert_same_pixels
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client.utils import Status  # noqa: E402
@@ -120,6 +121,7 @@ def _run_session(index: int, inputs: SessionInputs, url: str, deadline: float, d
         assert np.array_equal(_pixels(bundled_face.convert("RGB")), _pixels(inputs.face)), "bundled face"
         assert np.array_equal(_pixels(bundled_mask.convert("L")), _pixels(inputs.mask)), "bundled mask"
         record["result"] = _digest(gallery[0]["image"])
+        record["pixels"] = _pixels(Image.open(gallery[0]["image"]).convert("RGB"))
     except BaseException as error:  # noqa: BLE001 - reported by the test thread
         errors[index] = f"{type(error).__name__}: {error}"
 
@@ -141,15 +143,15 @@ def test_ten_concurrent_sessions_stay_isolated(tmp_path):
     digests = [results[i]["result"] for i in range(SESSIONS)]
     assert len(set(digests)) == SESSIONS, "two sessions received the same result"
 
-    # A serial replay of a session gives exactly its concurrent result: nothing of another session's
-    # reference encoding, mask or seed was mixed in.
+    # A serial replay of a session gives its concurrent result (within float noise: another session's
+    # reference encoding, mask or seed mixed in would change it far more).
     client = gradio_client.Client(url, verbose=False, download_files=str(tmp_path / "replay"))
     for index in range(REPLAYED_SESSIONS):
         gallery, _bundle, _status, _seed = client.predict(
             face=handle(inputs[index].face_path), face_mask=handle(inputs[index].mask_path),
             pose=handle(str(example_file("pose"))), prompt=f"person number {index}", seed=inputs[index].seed,
             randomize_seed=False, steps=STEPS, size=FAST_SIZE, api_name="/generate")
-        assert _digest(gallery[0]["image"]) == digests[index]
+        assert_same_pixels(Image.open(gallery[0]["image"]), results[index]["pixels"])
 
 
 #: A generation long enough that waiting for it would be obvious (minutes on the tiny model on two cores).
@@ -178,10 +180,9 @@ def test_ui_stays_responsive_during_a_generation_and_stop_frees_the_worker(tmp_p
                            randomize_seed=False, seed=5, steps=LONG_STEPS, size=LONG_SIZE, api_name="/generate")
     try:
         _wait_until_denoising(long_job, timeout=120)
-        # Cheap events do not wait for the GPU queue.
-        started = time.monotonic()
-        other.submit(handle(str(example_file("face"))), api_name="/face_mask_preview").result(timeout=30)
-        assert time.monotonic() - started < 15
+        # Cheap events do not wait for the GPU queue: the preview answers while the long generation (minutes)
+        # is still running. (No wall-clock bound: a busy machine may be slow, never blocked.)
+        other.submit(handle(str(example_file("face"))), api_name="/face_mask_preview").result(timeout=90)
         assert not long_job.done()
     except BaseException:
         long_job.cancel()  # never leave the shared app busy for the next tests

@@ -8,6 +8,7 @@ from PIL import Image
 from conftest import case_kwargs, load_case
 from parts2whole import PART_LABELS, Parts2WholeInputError
 from parts2whole.attention import self_attention_blocks
+from tolerances import assert_same_run
 
 
 def golden(pipe, root, name, **overrides):
@@ -69,7 +70,7 @@ def test_negative_prompt_changes_only_the_unconditional_half(golden_pipe, golden
     negative = golden(golden_pipe, golden_root, "G1", negative_prompt="blurry")
     assert np.abs(plain - negative).max() > 1e-4
     # Without guidance there is no unconditional half: the negative prompt has no effect.
-    np.testing.assert_array_equal(golden(golden_pipe, golden_root, "G3"), golden(golden_pipe, golden_root, "G3", negative_prompt="blurry"))
+    assert_same_run(golden(golden_pipe, golden_root, "G3"), golden(golden_pipe, golden_root, "G3", negative_prompt="blurry"))
 
 
 # --- determinism, labels, inputs and outputs -----------------------------------------------------------
@@ -87,20 +88,20 @@ def tiny_call(pipe, parts, **overrides):
     return pipe(**(kwargs | overrides)).images
 
 
-def test_same_seed_or_same_latents_give_bitwise_identical_images(tiny_pipe, parts):
+def test_same_seed_or_same_latents_give_the_same_images(tiny_pipe, parts):
     first = tiny_call(tiny_pipe, parts, generator=torch.Generator().manual_seed(7))
     second = tiny_call(tiny_pipe, parts, generator=torch.Generator().manual_seed(7))
     other = tiny_call(tiny_pipe, parts, generator=torch.Generator().manual_seed(8))
-    np.testing.assert_array_equal(first, second)
+    assert_same_run(first, second)
     assert np.abs(first - other).max() > 0
     latents = torch.randn(1, 4, 12, 8, generator=torch.Generator().manual_seed(3))
-    np.testing.assert_array_equal(tiny_call(tiny_pipe, parts, latents=latents), tiny_call(tiny_pipe, parts, latents=latents.numpy()))
+    assert_same_run(tiny_call(tiny_pipe, parts, latents=latents), tiny_call(tiny_pipe, parts, latents=latents.numpy()))
 
 
 def test_aliases_map_to_official_labels(tiny_pipe, parts):
     official = {"face": parts["face"], "upper body clothes": parts["top"]}
     latents = np.zeros((1, 4, 12, 8), np.float32)
-    np.testing.assert_array_equal(tiny_call(tiny_pipe, parts, latents=latents), tiny_call(tiny_pipe, official, latents=latents))
+    assert_same_run(tiny_call(tiny_pipe, parts, latents=latents), tiny_call(tiny_pipe, official, latents=latents))
     assert tiny_pipe.encode_references(parts, None, 96, 64).labels == ("face", "upper body clothes")
     assert len(PART_LABELS) == 6
 
@@ -110,7 +111,7 @@ def test_structure_maps_of_any_mode_are_accepted(tiny_pipe, parts):
     latents = np.zeros((1, 4, 12, 8), np.float32)
     reference = tiny_call(tiny_pipe, parts, structure=rgb, latents=latents)
     for other in (rgb.convert("L"), rgb.convert("RGBA"), rgb.convert("P", palette=Image.Palette.ADAPTIVE)):
-        np.testing.assert_array_equal(tiny_call(tiny_pipe, parts, structure=other, latents=latents), reference)
+        assert_same_run(tiny_call(tiny_pipe, parts, structure=other, latents=latents), reference)
 
 
 def test_output_types(tiny_pipe, parts):
@@ -124,7 +125,7 @@ def test_output_types(tiny_pipe, parts):
 def test_cached_reference_encoding_gives_the_same_image(tiny_pipe, parts):
     latents = np.full((1, 4, 12, 8), 0.1, np.float32)
     encoding = tiny_pipe.encode_references(parts, None, 96, 64)
-    np.testing.assert_array_equal(tiny_call(tiny_pipe, parts, latents=latents),
+    assert_same_run(tiny_call(tiny_pipe, parts, latents=latents),
                                   tiny_call(tiny_pipe, None, latents=latents, reference_encoding=encoding))
     with pytest.raises(Parts2WholeInputError, match="another size"):
         tiny_call(tiny_pipe, None, reference_encoding=encoding, height=64)
@@ -140,7 +141,7 @@ def test_step_callback_sees_every_step_and_can_replace_latents(tiny_pipe, parts)
     image = tiny_call(tiny_pipe, parts, num_inference_steps=3, callback_on_step_end=callback)
     assert steps == [(0, 667), (1, 334), (2, 1)]
     zero_latent_image = tiny_pipe.decode_latents(torch.zeros(1, 4, 12, 8), output_type="np")
-    np.testing.assert_array_equal(image, zero_latent_image)
+    assert_same_run(image, zero_latent_image)
 
 
 def test_misspelt_argument_is_an_error(tiny_pipe, parts):
