@@ -59,6 +59,8 @@ SIZE_DIVISIBILITY = 32
 #: U and V in [0, 1] become 0..255 in the map; values outside are clamped.
 UV_SCALE = 255.0
 UINT8_MAX = 255
+#: Memory layout of weights and activations (NHWC: faster convolutions, same numbers).
+MEMORY_FORMAT = torch.channels_last
 #: Channel of the map (RGB order) holding I, U, V.
 I_CHANNEL, U_CHANNEL, V_CHANNEL = 2, 1, 0
 
@@ -133,22 +135,39 @@ def prepare_input(rgb: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
 
 def charts_to_box(coarse: torch.Tensor, fine: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                   box: torch.Tensor) -> PersonCharts:
-    """Resample one detection's (C, S, S) outputs onto its box in photo pixels (x0, y0, x1, y1)."""
+    """Resample one detection's (C, S, S) outputs onto its box in photo pixels (x0, y0, x1, y1).
+
+    detectron2 resizes all 77 channels to the box at once (bilinear, align_corners=False, no
+    antialiasing) and takes the arg-max; here each channel is resized on its own and folded into a
+    running arg-max (strictly greater wins, so ties go to the lower index as in ``argmax``) - the
+    same numbers, but a person in a 12-megapixel photo needs a few box-sized planes, not gigabytes.
+    """
     x0, y0, x1, y1 = box.to(torch.float32).tolist()
     x, y = int(x0), int(y0)
     width = max(int(np.float32(x1) - np.float32(x0)), 1)
     height = max(int(np.float32(y1) - np.float32(y0)), 1)
 
-    def resize(tensor: torch.Tensor) -> torch.Tensor:
-        return functional.interpolate(tensor[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    def resized(plane: torch.Tensor) -> torch.Tensor:
+        return functional.interpolate(plane[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
 
-    foreground = resize(coarse).argmax(dim=0) > 0
-    labels = resize(fine).argmax(dim=0) * foreground
-    index = labels[None]
-    u_box = torch.gather(resize(u), 0, index)[0] * foreground
-    v_box = torch.gather(resize(v), 0, index)[0] * foreground
-    u_box = torch.where(labels > 0, u_box, torch.zeros_like(u_box))
-    v_box = torch.where(labels > 0, v_box, torch.zeros_like(v_box))
+    def running_argmax(planes: torch.Tensor) -> torch.Tensor:
+        best, index = resized(planes[0]), torch.zeros((height, width), dtype=torch.int64, device=planes.device)
+        for channel in range(1, planes.shape[0]):
+            candidate = resized(planes[channel])
+            better = candidate > best
+            best = torch.where(better, candidate, best)
+            index.masked_fill_(better, channel)
+        return index
+
+    foreground = running_argmax(coarse) > 0
+    labels = running_argmax(fine).masked_fill_(~foreground, 0)
+    u_box = torch.zeros((height, width), dtype=torch.float32, device=u.device)
+    v_box = torch.zeros_like(u_box)
+    for part in range(1, fine.shape[0]):
+        here = labels == part
+        if bool(here.any()):
+            u_box = torch.where(here, resized(u[part]), u_box)
+            v_box = torch.where(here, resized(v[part]), v_box)
     return PersonCharts(labels.to(torch.uint8).cpu().numpy(), u_box.cpu().numpy(), v_box.cpu().numpy(), x, y)
 
 
@@ -194,7 +213,8 @@ class DensePoseEstimator:
     def __init__(self, model: DensePoseRCNN, *, weights: str, device: str = "cpu",
                  score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # Channels-last activations run the convolutions markedly faster on CPU (oneDNN) and on GPU.
+        self.model = model.to(self.device).to(memory_format=MEMORY_FORMAT).eval()
         self.weights = weights
         self.score_threshold = float(score_threshold)
 
@@ -202,7 +222,7 @@ class DensePoseEstimator:
     def run(self, photo: ImageSource) -> DensePoseRun:
         rgb = load_rgb(photo, what="photo")
         image, image_size = prepare_input(rgb)
-        image = image.to(self.device)
+        image = image.to(self.device).contiguous(memory_format=MEMORY_FORMAT)
         model = self.model
         features = model.backbone(image)
         proposals, logits = model.proposal_generator(features, image_size)
@@ -221,7 +241,10 @@ class DensePoseEstimator:
 
     def __call__(self, photo: ImageSource) -> DensePoseResult:
         """The IUV map of the most confident person; raises :class:`NoPersonFound` when there is none."""
-        run = self.run(photo)
+        return self.result(self.run(photo))
+
+    def result(self, run: DensePoseRun) -> DensePoseResult:
+        """The :class:`DensePoseResult` of a :meth:`run` (raises :class:`NoPersonFound` when it found nobody)."""
         if run.charts is None:
             raise NoPersonFound()
         num_people = len(run.boxes)
