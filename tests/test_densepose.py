@@ -480,8 +480,13 @@ def test_default_weights_are_the_pinned_hub_file(monkeypatch, tiny, tmp_path):
     monkeypatch.setattr(estimator_module, "hub_file", fake_hub_file)
     monkeypatch.setattr(estimator_module, "load_checkpoint_model", lambda path: tiny.model)
     assert len(DENSEPOSE_REVISION) == 40 and all(c in "0123456789abcdef" for c in DENSEPOSE_REVISION)
+    expected = "main" if DENSEPOSE_REVISION == estimator_module.UNPINNED_REVISION_PLACEHOLDER else DENSEPOSE_REVISION
     pinned = load_densepose(device="cpu")
-    assert requests[-1] == (DENSEPOSE_REPO_ID, DENSEPOSE_FILENAME, DENSEPOSE_REVISION, "densepose")
-    assert pinned.weights == f"{DENSEPOSE_REPO_ID}@{DENSEPOSE_REVISION}:{DENSEPOSE_FILENAME}"
+    assert requests[-1] == (DENSEPOSE_REPO_ID, DENSEPOSE_FILENAME, expected, "densepose")
+    assert pinned.weights == f"{DENSEPOSE_REPO_ID}@{expected}:{DENSEPOSE_FILENAME}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(estimator_module, "DENSEPOSE_REVISION", commit)
+    assert load_densepose(device="cpu").weights == f"{DENSEPOSE_REPO_ID}@{commit}:{DENSEPOSE_FILENAME}"
+    assert requests[-1][2] == commit
     other = load_densepose(device="cpu", revision="main")
     assert requests[-1][2] == "main" and other.weights.startswith(f"{DENSEPOSE_REPO_ID}@main:")

@@ -18,7 +18,9 @@ The map is the encoding of the Parts2Whole training data's ``densepose_*.png`` (
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +36,22 @@ from ..weights import hub_file
 from .checkpoint import cache_conversion, check_state_dict, expected_shapes, read_checkpoint
 from .model import DEFAULT_SCORE_THRESHOLD, REAL_CONFIG, DensePoseConfig, DensePoseRCNN, clip_boxes, nonempty
 
+logger = logging.getLogger(__name__)
+
 #: Shown (and raised as :class:`NoPersonFound`) when no detection passes the score threshold.
 NO_PERSON_MESSAGE = "No person found in the photo: upload a photo of one whole person"
 
 #: Hub mirror of detectron2's model-zoo file (IDM-VTON ships it for its own DensePose step).
 DENSEPOSE_REPO_ID = "yisol/IDM-VTON"
-#: Pinned commit of :data:`DENSEPOSE_REPO_ID`, so every install reads the same bytes (``revision=`` overrides).
-#: NOT VERIFIED OFFLINE: no commit hash of this repository could be looked up from here; this is the
-#: placeholder to replace with a real commit of yisol/IDM-VTON that holds the file.
-DENSEPOSE_REVISION = "0000000000000000000000000000000000000000"
+#: Stands for "no commit pinned yet": no commit hash of the mirror could be looked up when this was
+#: written (offline; the public code and pages searched only ever use ``main``). While
+#: :data:`DENSEPOSE_REVISION` is this placeholder, downloads use ``main`` and say so in the log.
+UNPINNED_REVISION_PLACEHOLDER = "0" * 40
+#: Commit of :data:`DENSEPOSE_REPO_ID` downloaded by default (``revision=`` overrides it). TO DO: replace
+#: the placeholder with a real commit of yisol/IDM-VTON holding :data:`DENSEPOSE_FILENAME`.
+DENSEPOSE_REVISION = UNPINNED_REVISION_PLACEHOLDER
+#: What is downloaded while no commit is pinned.
+FALLBACK_REVISION = "main"
 #: The checkpoint's path inside the mirror (the model zoo's own file name).
 DENSEPOSE_FILENAME = "densepose/model_final_162be9.pkl"
 #: Subfolder of ``weights/`` the checkpoint is downloaded into.
@@ -204,6 +213,23 @@ class DensePoseRun:
     photo_size: tuple[int, int]  # (w, h)
 
 
+class _StageClock:
+    """Seconds per stage into ``timings`` (nothing when it is None); waits for the GPU at each lap."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
+        self.timings, self.device = timings, device
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 class DensePoseEstimator:
     """A loaded :class:`DensePoseRCNN` that turns photos into :class:`DensePoseResult`.
 
@@ -219,24 +245,32 @@ class DensePoseEstimator:
         self.score_threshold = float(score_threshold)
 
     @torch.inference_mode()
-    def run(self, photo: ImageSource) -> DensePoseRun:
+    def run(self, photo: ImageSource, *, timings: dict[str, float] | None = None) -> DensePoseRun:
+        """Every stage on ``photo``; ``timings`` (if given) receives the seconds of each stage."""
+        clock = _StageClock(timings, self.device)
         rgb = load_rgb(photo, what="photo")
         image, image_size = prepare_input(rgb)
         image = image.to(self.device).contiguous(memory_format=MEMORY_FORMAT)
+        clock.lap("input")
         model = self.model
         features = model.backbone(image)
+        clock.lap("backbone")
         proposals, logits = model.proposal_generator(features, image_size)
+        clock.lap("rpn")
         detections = model.roi_heads.detect(features, proposals, image_size, self.score_threshold)
         resized_height, resized_width = image_size
         scale = torch.tensor([rgb.width / resized_width, rgb.height / resized_height] * 2, device=self.device)
         boxes = clip_boxes(detections.boxes * scale, rgb.height, rgb.width)
         keep = nonempty(boxes)
         boxes, scores, network_boxes = boxes[keep], detections.scores[keep], detections.boxes[keep]
+        clock.lap("box_head")
         raw = charts = None
         if len(boxes):
             outputs = model.roi_heads.densepose(features, network_boxes[:1])
             raw = (outputs.coarse_segm[0], outputs.fine_segm[0], outputs.u[0], outputs.v[0])
+            clock.lap("densepose_head")
             charts = charts_to_box(*raw, boxes[0])
+            clock.lap("resampling")
         return DensePoseRun(proposals, logits, boxes, scores, raw, charts, (rgb.width, rgb.height))
 
     def __call__(self, photo: ImageSource) -> DensePoseResult:
@@ -296,6 +330,10 @@ def load_densepose(weights: str | Path | None = None, *, device: str | None = No
     a path loads a local model-zoo ``.pkl`` (or its ``.safetensors`` conversion)."""
     if weights is None:
         pinned = revision or DENSEPOSE_REVISION
+        if pinned == UNPINNED_REVISION_PLACEHOLDER:
+            logger.warning("No commit of %s is pinned for the DensePose checkpoint: downloading %r.",
+                           DENSEPOSE_REPO_ID, FALLBACK_REVISION)
+            pinned = FALLBACK_REVISION
         path = hub_file(DENSEPOSE_REPO_ID, DENSEPOSE_FILENAME, revision=pinned, subfolder=DENSEPOSE_WEIGHTS_SUBFOLDER)
         source = f"{DENSEPOSE_REPO_ID}@{pinned}:{DENSEPOSE_FILENAME}"
     else:
