@@ -2,8 +2,8 @@
 
 Used offline and with ``--weights tiny`` (like :mod:`preprocess.tiny` for the other tools): the
 whole real code path runs (resize, backbone, RPN, box head, DensePose branch, resampling, map), and
-the result is a placeholder. Its weights are random except for the box predictor, which gives every
-proposal the same confident person score and grows every box to the whole picture, so the stand-in
+the result is a placeholder. Its weights are random except for a small stem, an RPN that proposes the
+largest anchors unchanged, and the box predictor, which gives every proposal the same confident person score and grows every box to the whole picture, so the stand-in
 always finds exactly one "person" covering the photo; the coarse segmentation says "person"
 everywhere, and parts / U / V are random patterns. Results carry ``weights="tiny"``.
 """
@@ -30,8 +30,12 @@ TINY_WEIGHTS = "tiny"
 TINY_FILE = "densepose_tiny.safetensors"
 TINY_SEED = 0
 #: Bump when the stand-in changes, so an old file is rebuilt.
-TINY_VERSION = "1"
+TINY_VERSION = "3"
 VERSION_KEY = "tiny_version"
+#: Factor on the stem's random weights (the input is in 0..255 units, not 0..1).
+TINY_STEM_SCALE = 0.01
+#: RPN objectness of every anchor of p2, p3, p4, p5 (p6 copies p5): large anchors rank first.
+TINY_LEVEL_PRIORS = (0.0, 1.0, 2.0, 3.0)
 #: Person-minus-background logit of every proposal: softmax score 0.92, above the 0.8 threshold.
 TINY_PERSON_LOGIT = 2.5
 #: Coarse-segmentation logit margin for "person" (the whole box is foreground).
@@ -59,6 +63,23 @@ def tiny_state_dict(seed: int = TINY_SEED) -> dict[str, torch.Tensor]:
         else:
             value = (torch.rand(shape, generator=generator) * 2 - 1) * 0.05
         state[name] = value
+    # The input is 0..255 minus the mean: a small stem keeps the random features in a sane range.
+    state["backbone.bottom_up.stem.conv1.weight"].mul_(TINY_STEM_SCALE)
+    # Channel 0 of p2..p5 is a per-level constant the RPN reads as its objectness, so the large
+    # anchors of p5/p6 fill the proposals (and every one of them grows to the whole picture below).
+    for level, prior in zip((2, 3, 4, 5), TINY_LEVEL_PRIORS):
+        state[f"backbone.fpn_output{level}.weight"][0] = 0.0
+        state[f"backbone.fpn_output{level}.bias"][0] = prior
+    rpn = "proposal_generator.rpn_head."
+    state[rpn + "conv.weight"][0] = 0.0
+    state[rpn + "conv.weight"][0, 0, 1, 1] = 1.0
+    state[rpn + "conv.bias"][0] = 0.0
+    state[rpn + "objectness_logits.weight"].zero_()
+    state[rpn + "objectness_logits.weight"][:, 0] = 1.0
+    state[rpn + "objectness_logits.bias"].zero_()
+    # Proposals are the anchors themselves (clipped), so there always are some.
+    state["proposal_generator.rpn_head.anchor_deltas.weight"].zero_()
+    state["proposal_generator.rpn_head.anchor_deltas.bias"].zero_()
     predictor = "roi_heads.box_predictor."
     state[predictor + "cls_score.weight"].zero_()
     state[predictor + "cls_score.bias"] = torch.tensor([TINY_PERSON_LOGIT, 0.0])
