@@ -1,6 +1,8 @@
 """Where preprocessing models live on disk and how they get there (Hub download on first use).
 
-Files go to ``weights/<subfolder>/`` under the project root (or ``$PARTS2WHOLE_WEIGHTS_DIR``),
+Files go to ``weights/<subfolder>/`` under the project root, or under ``$P2W_WEIGHTS_DIR`` (the folder the
+studio keeps the diffusion weights in: one volume for everything, e.g. ``/data/weights`` in Docker);
+``$PARTS2WHOLE_WEIGHTS_DIR``, the older preprocessing-only name, still wins where it is set,
 so an offline machine can be prepared by copying that folder. A file already present there is used
 as is, without touching the network.
 """
@@ -12,14 +14,16 @@ from pathlib import Path
 
 from parts2whole.errors import CheckpointError
 
-#: Environment variable that moves the weights folder (e.g. to a shared volume).
+#: Environment variable that moves the preprocessing weights only (older name; wins where set).
 WEIGHTS_DIR_ENV = "PARTS2WHOLE_WEIGHTS_DIR"
+#: The studio's weights folder (parts2whole.studio.WEIGHTS_DIR_ENV): everything goes there when set.
+SHARED_WEIGHTS_DIR_ENV = "P2W_WEIGHTS_DIR"
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def weights_dir() -> Path:
     """The folder holding downloaded preprocessing weights (read from the environment on each call)."""
-    configured = os.environ.get(WEIGHTS_DIR_ENV)
+    configured = os.environ.get(WEIGHTS_DIR_ENV) or os.environ.get(SHARED_WEIGHTS_DIR_ENV)
     return Path(configured).expanduser() if configured else _PROJECT_ROOT / "weights"
 
 
