@@ -67,9 +67,7 @@ class FixedEstimator:
 
 
 def person_photo(folder) -> Path:
-    """The example's photo at PERSON_PHOTO_SIZE, as a JPEG. (The tiny DensePose stand-in of this version finds
-    its whole-picture "person" at this size; on some small photos its random RPN sends every proposal off the
-    picture, so tests that need a map use this one.)"""
+    """The example's photo at PERSON_PHOTO_SIZE (a photo-like size, not the square thumbnail), as a JPEG."""
     path = Path(folder) / "person.jpg"
     if not path.is_file():
         Image.open(PHOTO).convert("RGB").resize(PERSON_PHOTO_SIZE, Image.Resampling.LANCZOS).save(path, quality=92)
@@ -114,8 +112,11 @@ def test_the_photo_becomes_the_kind_of_map_the_model_reads(tmp_path):
     assert made.kind == "openpose" and made.keypoints["format"] == "coco-wholebody-133"
     assert structure_kind_of(made.pose_map) == "openpose" and made.details["weights"] == "tiny"
     assert made.details["box"] is None and made.details["people_found"] == made.people >= 1
-    # An explicit kind wins over the model's.
-    assert fine_tuned.pose_from_photo(photo, (192, 128), "densepose").kind == "densepose"
+    # An explicit kind wins over the model's (a fixed DensePose estimator: the tiny one ran above).
+    from parts2whole.preprocessing_service import DENSEPOSE
+
+    fine_tuned._models[DENSEPOSE] = FixedEstimator()
+    assert fine_tuned.pose_from_photo(photo, (192, 128), "densepose").details["weights"] == "fixed"
 
 
 def test_the_densepose_map_is_fitted_keeping_the_aspect_without_new_values():
