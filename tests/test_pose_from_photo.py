@@ -3,7 +3,9 @@ released checkpoint, a DWPose skeleton for an OpenPose one), the app's Pose slot
 was made, the `pose` and `generate --pose-photo` commands, and the endpoints of the served app.
 
 Offline on the tiny stand-ins (`preprocess.densepose.load_tiny_densepose`, the tiny DWPose pair); the
-messages for several people and for nobody come from a stand-in estimator that returns a fixed result.
+messages for several people and for nobody come from a stand-in estimator that returns a fixed result;
+`pose --densepose-weights` runs the real-size model on D1's random model-zoo checkpoint and must write
+detectron2's own map.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pytest
 from PIL import Image
 
 from app_fixtures import EXAMPLE_DIR, FAST_SIZE, FAST_STEPS, REPO_ROOT, WEIGHTS_DIR, app_env, example_file, shared_app_url
+from densepose_reference import shared_available
 from parts2whole.cli import EXIT_BAD_INPUT, main
 from test_app_preprocess import FakeStudio
+from test_densepose import d1_checkpoint  # noqa: F401 - fixture (D1's random checkpoint as a model-zoo .pkl)
 
 PHOTO = EXAMPLE_DIR / "thumbnail.jpg"
 #: The issue's benchmark photo size (detectron2's test-time resize takes it to 800 x 1175).
@@ -232,6 +236,25 @@ def test_no_person_in_the_photo_is_exit_2(capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and err.strip().count("\n") == 0 and NO_PERSON_MESSAGE in err
     assert not (tmp_path / "map.png").exists()
+
+
+@pytest.mark.skipif(not shared_available(), reason="../shared/densepose is not here")
+def test_pose_command_with_a_model_zoo_checkpoint_writes_detectron2s_map(d1_checkpoint, tmp_path, capsys):
+    """`--densepose-weights FILE` (a real-size model-zoo .pkl: D1's random one) gives detectron2's own D1 map."""
+    from densepose_reference import D1
+
+    assert main(["pose", str(D1 / "input.jpg"), "-o", str(tmp_path / "map.png"), "--densepose-weights",
+                 str(d1_checkpoint), "--device", "cpu", "-q"]) == 0
+    ours = np.asarray(Image.open(tmp_path / "map.png").convert("RGB")).astype(int)
+    reference = np.asarray(Image.open(D1 / "iuv.png").convert("RGB")).astype(int)
+    person = (ours[..., 2] > 0) | (reference[..., 2] > 0)
+    agree = ours[..., 2] == reference[..., 2]
+    assert ours.shape == reference.shape and agree[person].mean() >= 0.995
+    assert np.abs(ours - reference)[agree & (reference[..., 2] > 0)].max() <= 2
+    record = json.loads((tmp_path / "map.json").read_text())
+    np.testing.assert_allclose(record["box"], np.load(D1 / "detections_boxes_xyxy.npy")[0], atol=0.5)
+    assert record["score"] == pytest.approx(float(np.load(D1 / "detections_scores.npy")[0]), abs=1e-3)
+    assert record["people_found"] == 1 and record["weights"] == str(d1_checkpoint)
 
 
 def test_generate_with_a_pose_photo_on_the_tiny_model(tmp_path):
