@@ -139,9 +139,9 @@ def make_pose_map(photo: Image.Image, kind: str, size: tuple[int, int] | None = 
 
     The preview is photo-sized: the map over the darkened photo.
     """
-    from preprocess.images import flatten_alpha
+    from preprocess.images import load_rgb
 
-    rgb = flatten_alpha(photo)
+    rgb = load_rgb(photo, what="photo")  # upright (EXIF orientation applied), transparency on white
     if kind == DENSEPOSE_KIND:
         result = densepose(rgb)
         pose_map, (scale, left, top) = (result.map.convert("RGB"), (1.0, 0.0, 0.0)) if size is None else \
