@@ -490,3 +490,42 @@ def test_default_weights_are_the_pinned_hub_file(monkeypatch, tiny, tmp_path):
     assert requests[-1][2] == commit
     other = load_densepose(device="cpu", revision="main")
     assert requests[-1][2] == "main" and other.weights.startswith(f"{DENSEPOSE_REPO_ID}@main:")
+
+
+# --- the decoder window ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("box", [[300.3, 200.7, 500.2, 600.9], [0.0, 0.0, 100.5, 80.2], [900.0, 500.0, 1156.0, 800.0],
+                                 [10.0, 10.0, 1150.0, 795.0], [1100.0, 3.0, 1156.0, 40.0]])
+def test_decoder_window_gives_the_whole_maps_values(tiny, box):
+    """The DensePose branch decodes only a window around the boxes: same charts as the whole map."""
+    from preprocess.densepose.estimator import MEMORY_FORMAT, prepare_input
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1300, 3), dtype=np.uint8))
+    image, _ = prepare_input(rgb)
+    with torch.inference_mode():
+        features = tiny.model.backbone(image.contiguous(memory_format=MEMORY_FORMAT))
+        boxes = torch.tensor([box])
+        whole = tiny.model.roi_heads.densepose(features, boxes, crop=False)
+        windowed = tiny.model.roi_heads.densepose(features, boxes, crop=True)
+    for name in ("coarse_segm", "fine_segm", "u", "v"):
+        reference = getattr(whole, name)
+        scale = float(reference.abs().max())
+        torch.testing.assert_close(getattr(windowed, name), reference, atol=1e-5 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("box", [[9.49, 0.0, 419.59, 768.0], [0.5, 0.5, 1.2, 60.0], [3.2, 5.7, 803.9, 1201.1]])
+def test_resampling_channel_by_channel_equals_all_at_once(monkeypatch, box):
+    """Large boxes are resampled one channel at a time; the result is detectron2's all-at-once one."""
+    from preprocess.densepose import estimator
+
+    generator = torch.Generator().manual_seed(0)
+    coarse, fine = torch.randn(2, 112, 112, generator=generator), torch.randn(25, 112, 112, generator=generator)
+    u, v = torch.rand(25, 112, 112, generator=generator), torch.rand(25, 112, 112, generator=generator)
+    at_once = estimator.charts_to_box(coarse, fine, u, v, torch.tensor(box))
+    monkeypatch.setattr(estimator, "RESAMPLE_BATCH_ELEMENTS", 0)
+    by_channel = estimator.charts_to_box(coarse, fine, u, v, torch.tensor(box))
+    assert (at_once.x, at_once.y) == (by_channel.x, by_channel.y) == (int(box[0]), int(box[1]))
+    assert np.array_equal(at_once.labels, by_channel.labels)
+    np.testing.assert_allclose(at_once.u, by_channel.u, atol=1e-6)
+    np.testing.assert_allclose(at_once.v, by_channel.v, atol=1e-6)

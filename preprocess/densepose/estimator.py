@@ -68,6 +68,9 @@ SIZE_DIVISIBILITY = 32
 #: U and V in [0, 1] become 0..255 in the map; values outside are clamped.
 UV_SCALE = 255.0
 UINT8_MAX = 255
+#: Largest resampled result (channels x box pixels) computed in one go (128 MB); bigger boxes go
+#: channel by channel.
+RESAMPLE_BATCH_ELEMENTS = 32 * 1024 * 1024
 #: Memory layout of weights and activations (NHWC: faster convolutions, same numbers).
 MEMORY_FORMAT = torch.channels_last
 #: Channel of the map (RGB order) holding I, U, V.
@@ -147,14 +150,19 @@ def charts_to_box(coarse: torch.Tensor, fine: torch.Tensor, u: torch.Tensor, v: 
     """Resample one detection's (C, S, S) outputs onto its box in photo pixels (x0, y0, x1, y1).
 
     detectron2 resizes all 77 channels to the box at once (bilinear, align_corners=False, no
-    antialiasing) and takes the arg-max; here each channel is resized on its own and folded into a
-    running arg-max (strictly greater wins, so ties go to the lower index as in ``argmax``) - the
-    same numbers, but a person in a 12-megapixel photo needs a few box-sized planes, not gigabytes.
+    antialiasing) and takes the arg-max; that is done here too when the result is at most
+    :data:`RESAMPLE_BATCH_ELEMENTS` values. For larger boxes each channel is resized on its own and
+    folded into a running arg-max (strictly greater wins, so ties go to the lower index as in
+    ``argmax``) - the same numbers, but a person in a 12-megapixel photo needs a few box-sized
+    planes, not gigabytes.
     """
     x0, y0, x1, y1 = box.to(torch.float32).tolist()
     x, y = int(x0), int(y0)
     width = max(int(np.float32(x1) - np.float32(x0)), 1)
     height = max(int(np.float32(y1) - np.float32(y0)), 1)
+    channels = coarse.shape[0] + fine.shape[0] + u.shape[0] + v.shape[0]
+    if channels * height * width <= RESAMPLE_BATCH_ELEMENTS:
+        return _charts_to_box_at_once(coarse, fine, u, v, x, y, width, height)
 
     def resized(plane: torch.Tensor) -> torch.Tensor:
         return functional.interpolate(plane[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
@@ -177,6 +185,19 @@ def charts_to_box(coarse: torch.Tensor, fine: torch.Tensor, u: torch.Tensor, v: 
         if bool(here.any()):
             u_box = torch.where(here, resized(u[part]), u_box)
             v_box = torch.where(here, resized(v[part]), v_box)
+    return PersonCharts(labels.to(torch.uint8).cpu().numpy(), u_box.cpu().numpy(), v_box.cpu().numpy(), x, y)
+
+
+def _charts_to_box_at_once(coarse, fine, u, v, x: int, y: int, width: int, height: int) -> PersonCharts:
+    def resized(planes: torch.Tensor) -> torch.Tensor:
+        return functional.interpolate(planes[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+
+    foreground = resized(coarse).argmax(dim=0) > 0
+    labels = resized(fine).argmax(dim=0).masked_fill_(~foreground, 0)
+    index = labels[None]
+    background = labels == 0
+    u_box = torch.gather(resized(u), 0, index)[0].masked_fill_(background, 0.0)
+    v_box = torch.gather(resized(v), 0, index)[0].masked_fill_(background, 0.0)
     return PersonCharts(labels.to(torch.uint8).cpu().numpy(), u_box.cpu().numpy(), v_box.cpu().numpy(), x, y)
 
 

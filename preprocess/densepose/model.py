@@ -10,7 +10,8 @@ Data flow of :meth:`DensePoseRCNN.forward` (one image, already resized and norma
                               level, top 1000 overall (boxes in network-input pixels)
       -> roi_heads.box_*      RoIAlign 7x7 from the level the box size picks, 2 FC, person score +
                               box deltas; score > threshold, NMS 0.5, at most 100 detections
-      -> roi_heads.decoder    p2..p5 -> one stride-4 map (3x3 convs, bilinear x2 upsamplings, sum, 1x1)
+      -> roi_heads.decoder    p2..p5 -> one stride-4 map (3x3 convs, bilinear x2 upsamplings, sum, 1x1),
+                              computed on a window around the boxes (the same values there)
       -> roi_heads.densepose_head / densepose_predictor
                               RoIAlign 28x28 of each detection, 8 x (3x3 conv 512 + ReLU),
                               ConvTranspose x2 then bilinear x2 -> 112x112 coarse (2), fine (25),
@@ -74,6 +75,8 @@ DECODER_COMMON_STRIDE = 4
 DENSEPOSE_POOLER_RESOLUTION = 28
 DENSEPOSE_DECONV_KERNEL = 4
 DENSEPOSE_UP_SCALE = 2
+#: p5 pixels the decoder window reaches beyond the boxes (a crop edge alters less than 3 of them).
+DECODER_WINDOW_MARGIN = 4
 #: Output channels: coarse segmentation (background / person) and the 24 body parts + background.
 NUM_COARSE_SEGM_CHANNELS = 2
 NUM_PATCHES = 24
@@ -477,6 +480,27 @@ def multilevel_roi_align(features: dict[str, torch.Tensor], boxes: torch.Tensor,
     return output
 
 
+def decoder_window(boxes: torch.Tensor, coarse_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Rows top..bottom and columns left..right (p5 pixels, end exclusive) the decoder must cover.
+
+    The boxes' extent on p5 plus :data:`DECODER_WINDOW_MARGIN` p5 pixels on each side, clipped to
+    the map. Inside the window the decoder's values equal those of the whole map: a crop edge
+    alters at most 3 p5 pixels next to it (the p5 branch: 3 convs and 3 bilinear x2 steps reach
+    21 stride-4 pixels = 2.6 p5 pixels); on a side where the window meets the map's own border
+    nothing is altered at all (same zero padding, same edge clamping). Window starts are whole p5
+    pixels, so every level's grid, and every upsampling, lines up with the full map's.
+    """
+    stride = LEVEL_STRIDES[ROI_LEVELS[-1]]
+    height, width = int(coarse_size[0]), int(coarse_size[1])
+    x0, y0 = boxes[:, 0].min().item(), boxes[:, 1].min().item()
+    x1, y1 = boxes[:, 2].max().item(), boxes[:, 3].max().item()
+    top = max(0, math.floor(y0 / stride) - DECODER_WINDOW_MARGIN)
+    left = max(0, math.floor(x0 / stride) - DECODER_WINDOW_MARGIN)
+    bottom = min(height, math.ceil(y1 / stride) + 1 + DECODER_WINDOW_MARGIN)
+    right = min(width, math.ceil(x1 / stride) + 1 + DECODER_WINDOW_MARGIN)
+    return top, bottom, left, right
+
+
 @dataclass(frozen=True)
 class Detections:
     """Person detections in network-input pixels, best first."""
@@ -511,11 +535,26 @@ class ROIHeads(nn.Module):
         keep = batched_nms(boxes, scores, classes, DETECTION_NMS_THRESHOLD)[:MAX_DETECTIONS]
         return Detections(boxes[keep], scores[keep])
 
-    def densepose(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> ChartOutputs:
-        """The chart predictor's 112x112 outputs for each box (network-input pixels)."""
+    def densepose(self, features: dict[str, torch.Tensor], boxes: torch.Tensor, *, crop: bool = True) -> ChartOutputs:
+        """The chart predictor's 112x112 outputs for each box (network-input pixels).
+
+        detectron2 decodes the whole stride-4 map; RoIAlign then reads it only inside the boxes. With
+        ``crop`` the decoder runs on a window around the boxes instead (see :func:`decoder_window`),
+        which gives the same values there and skips the rest of the picture.
+        """
+        offset = boxes.new_zeros(4)
+        if crop and len(boxes):
+            (top, bottom, left, right) = decoder_window(boxes, features[ROI_LEVELS[-1]].shape[-2:])
+            coarsest = LEVEL_STRIDES[ROI_LEVELS[-1]]
+            windowed = {}
+            for level in ROI_LEVELS:
+                factor = coarsest // LEVEL_STRIDES[level]
+                windowed[level] = features[level][..., top * factor : bottom * factor, left * factor : right * factor]
+            features = windowed
+            offset = boxes.new_tensor([left * coarsest, top * coarsest] * 2)
         decoded = self.decoder(features)
         pooled = roi_align(
-            decoded, as_rois(boxes), DENSEPOSE_POOLER_RESOLUTION, spatial_scale=1.0 / DECODER_COMMON_STRIDE,
+            decoded, as_rois(boxes - offset), DENSEPOSE_POOLER_RESOLUTION, spatial_scale=1.0 / DECODER_COMMON_STRIDE,
             sampling_ratio=POOLER_SAMPLING_RATIO, aligned=ROI_ALIGNED,
         )
         return self.densepose_predictor(self.densepose_head(pooled))
