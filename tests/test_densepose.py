@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as functional
 from PIL import Image
 
 import preprocess.densepose.estimator as estimator_module
@@ -523,7 +524,13 @@ def test_resampling_channel_by_channel_equals_all_at_once(monkeypatch, box):
     coarse, fine = torch.randn(2, 112, 112, generator=generator), torch.randn(25, 112, 112, generator=generator)
     u, v = torch.rand(25, 112, 112, generator=generator), torch.rand(25, 112, 112, generator=generator)
     at_once = estimator.charts_to_box(coarse, fine, u, v, torch.tensor(box))
-    monkeypatch.setattr(estimator, "RESAMPLE_BATCH_ELEMENTS", 0)
+    height, width = at_once.labels.shape
+    resized = [functional.interpolate(t[None], size=(height, width), mode="bilinear", align_corners=False)[0] for t in (coarse, fine, u, v)]
+    labels = resized[1].argmax(0) * (resized[0].argmax(0) > 0)
+    assert np.array_equal(at_once.labels, labels.numpy())  # detectron2's all-channels-at-once rule
+    expected_u = torch.gather(resized[2], 0, labels[None])[0] * (labels > 0)
+    np.testing.assert_allclose(at_once.u, expected_u.numpy(), atol=1e-6)
+    monkeypatch.setattr(estimator, "RESAMPLE_GROUP_ELEMENTS", 0)  # one channel per group
     by_channel = estimator.charts_to_box(coarse, fine, u, v, torch.tensor(box))
     assert (at_once.x, at_once.y) == (by_channel.x, by_channel.y) == (int(box[0]), int(box[1]))
     assert np.array_equal(at_once.labels, by_channel.labels)
