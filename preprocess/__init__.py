@@ -11,6 +11,8 @@ onnxruntime, rembg) are imported inside the functions that need them, so importi
   ``seed_points_for_part``: DWPose keypoints and OpenPose-style maps.
 * :mod:`preprocess.parts` - ``select_part(image, label) -> PartSelection``: the parser, else
   pose-seeded SAM, else "click on it".
+* :mod:`preprocess.densepose` - ``densepose_map(photo) -> DensePoseResult``: detectron2's DensePose
+  R50-FPN in plain torch (IUV map of the most confident person; safe model-zoo pickle loading).
 * :mod:`preprocess.structure` - ``structure_kind_of(image)``: DensePose, OpenPose or unknown map.
 * :mod:`preprocess.background` - ``remove_background(image) -> RGBA``: rembg human segmentation.
 * :mod:`preprocess.masks` - mask clean-up and conversions; :mod:`preprocess.weights` - the

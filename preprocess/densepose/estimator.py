@@ -68,9 +68,9 @@ SIZE_DIVISIBILITY = 32
 #: U and V in [0, 1] become 0..255 in the map; values outside are clamped.
 UV_SCALE = 255.0
 UINT8_MAX = 255
-#: Largest resampled result (channels x box pixels) computed in one go (128 MB); bigger boxes go
-#: channel by channel.
-RESAMPLE_BATCH_ELEMENTS = 32 * 1024 * 1024
+#: Most values (channels x box pixels) resampled in one go: 64 Mi floats = 256 MB, so all 25
+#: channels of a part map at once up to a 2.6-megapixel box, fewer per group beyond.
+RESAMPLE_GROUP_ELEMENTS = 64 * 1024 * 1024
 #: Memory layout of weights and activations (NHWC: faster convolutions, same numbers).
 MEMORY_FORMAT = torch.channels_last
 #: Channel of the map (RGB order) holding I, U, V.
@@ -150,55 +150,47 @@ def charts_to_box(coarse: torch.Tensor, fine: torch.Tensor, u: torch.Tensor, v: 
     """Resample one detection's (C, S, S) outputs onto its box in photo pixels (x0, y0, x1, y1).
 
     detectron2 resizes all 77 channels to the box at once (bilinear, align_corners=False, no
-    antialiasing) and takes the arg-max; that is done here too when the result is at most
-    :data:`RESAMPLE_BATCH_ELEMENTS` values. For larger boxes each channel is resized on its own and
-    folded into a running arg-max (strictly greater wins, so ties go to the lower index as in
-    ``argmax``) - the same numbers, but a person in a 12-megapixel photo needs a few box-sized
-    planes, not gigabytes.
+    antialiasing), then I = argmax(fine) where argmax(coarse) > 0 and U, V = channel I. Here the
+    channels are resized in groups of at most :data:`RESAMPLE_GROUP_ELEMENTS` values and folded into
+    a running arg-max (a later group wins only when strictly greater, so ties go to the lower index
+    as in ``argmax``): the same numbers, but a person filling a 12-megapixel photo needs a few
+    box-sized planes, not gigabytes.
     """
     x0, y0, x1, y1 = box.to(torch.float32).tolist()
     x, y = int(x0), int(y0)
     width = max(int(np.float32(x1) - np.float32(x0)), 1)
     height = max(int(np.float32(y1) - np.float32(y0)), 1)
-    channels = coarse.shape[0] + fine.shape[0] + u.shape[0] + v.shape[0]
-    if channels * height * width <= RESAMPLE_BATCH_ELEMENTS:
-        return _charts_to_box_at_once(coarse, fine, u, v, x, y, width, height)
+    group = max(1, RESAMPLE_GROUP_ELEMENTS // (height * width))
 
-    def resized(plane: torch.Tensor) -> torch.Tensor:
-        return functional.interpolate(plane[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-
-    def running_argmax(planes: torch.Tensor) -> torch.Tensor:
-        best, index = resized(planes[0]), torch.zeros((height, width), dtype=torch.int64, device=planes.device)
-        for channel in range(1, planes.shape[0]):
-            candidate = resized(planes[channel])
-            better = candidate > best
-            best = torch.where(better, candidate, best)
-            index.masked_fill_(better, channel)
-        return index
-
-    foreground = running_argmax(coarse) > 0
-    labels = running_argmax(fine).masked_fill_(~foreground, 0)
-    u_box = torch.zeros((height, width), dtype=torch.float32, device=u.device)
-    v_box = torch.zeros_like(u_box)
-    for part in range(1, fine.shape[0]):
-        here = labels == part
-        if bool(here.any()):
-            u_box = torch.where(here, resized(u[part]), u_box)
-            v_box = torch.where(here, resized(v[part]), v_box)
-    return PersonCharts(labels.to(torch.uint8).cpu().numpy(), u_box.cpu().numpy(), v_box.cpu().numpy(), x, y)
-
-
-def _charts_to_box_at_once(coarse, fine, u, v, x: int, y: int, width: int, height: int) -> PersonCharts:
     def resized(planes: torch.Tensor) -> torch.Tensor:
         return functional.interpolate(planes[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
 
-    foreground = resized(coarse).argmax(dim=0) > 0
-    labels = resized(fine).argmax(dim=0).masked_fill_(~foreground, 0)
-    index = labels[None]
-    background = labels == 0
-    u_box = torch.gather(resized(u), 0, index)[0].masked_fill_(background, 0.0)
-    v_box = torch.gather(resized(v), 0, index)[0].masked_fill_(background, 0.0)
-    return PersonCharts(labels.to(torch.uint8).cpu().numpy(), u_box.cpu().numpy(), v_box.cpu().numpy(), x, y)
+    def argmax(planes: torch.Tensor) -> torch.Tensor:
+        best = index = None
+        for start in range(0, planes.shape[0], group):
+            values, indices = resized(planes[start : start + group]).max(dim=0)
+            if best is None:
+                best, index = values, indices
+            else:
+                better = values > best
+                best = torch.where(better, values, best)
+                index = torch.where(better, indices + start, index)
+        return index
+
+    def pick(planes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        picked = torch.zeros((height, width), dtype=torch.float32, device=planes.device)
+        for start in range(0, planes.shape[0], group):
+            chunk = planes[start : start + group]
+            local = labels - start
+            inside = (local >= 0) & (local < chunk.shape[0]) & (labels > 0)
+            if bool(inside.any()):
+                values = torch.gather(resized(chunk), 0, local.clamp(0, chunk.shape[0] - 1)[None])[0]
+                picked = torch.where(inside, values, picked)
+        return picked
+
+    foreground = argmax(coarse) > 0
+    labels = argmax(fine).masked_fill_(~foreground, 0)
+    return PersonCharts(labels.to(torch.uint8).cpu().numpy(), pick(u, labels).cpu().numpy(), pick(v, labels).cpu().numpy(), x, y)
 
 
 def iuv_map(charts: PersonCharts, photo_size: tuple[int, int]) -> Image.Image:
@@ -237,18 +229,23 @@ class DensePoseRun:
 class _StageClock:
     """Seconds per stage into ``timings`` (nothing when it is None); waits for the GPU at each lap."""
 
+    #: Suffix of the process-CPU seconds of a stage in ``timings`` ("backbone cpu").
+    CPU_SUFFIX = " cpu"
+
     def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
         self.timings, self.device = timings, device
-        self.last = time.perf_counter()
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     def lap(self, stage: str) -> None:
         if self.timings is None:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
-        self.last = now
+        cpu_key = stage + self.CPU_SUFFIX
+        self.timings[cpu_key] = self.timings.get(cpu_key, 0.0) + now_cpu - self.last_cpu
+        self.last, self.last_cpu = now, now_cpu
 
 
 class DensePoseEstimator:
@@ -267,7 +264,8 @@ class DensePoseEstimator:
 
     @torch.inference_mode()
     def run(self, photo: ImageSource, *, timings: dict[str, float] | None = None) -> DensePoseRun:
-        """Every stage on ``photo``; ``timings`` (if given) receives the seconds of each stage."""
+        """Every stage on ``photo``; ``timings`` (if given) receives the wall seconds of each stage and,
+        under ``"<stage> cpu"``, its process CPU seconds (all threads)."""
         clock = _StageClock(timings, self.device)
         rgb = load_rgb(photo, what="photo")
         image, image_size = prepare_input(rgb)
@@ -288,7 +286,7 @@ class DensePoseEstimator:
         raw = charts = None
         if len(boxes):
             outputs = model.roi_heads.densepose(features, network_boxes[:1])
-            raw = (outputs.coarse_segm[0], outputs.fine_segm[0], outputs.u[0], outputs.v[0])
+            raw = tuple(output[0].contiguous() for output in (outputs.coarse_segm, outputs.fine_segm, outputs.u, outputs.v))
             clock.lap("densepose_head")
             charts = charts_to_box(*raw, boxes[0])
             clock.lap("resampling")
