@@ -34,6 +34,7 @@ from parts2whole import studio as studio_module
 from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
 from parts2whole.preprocessing_service import BOX, EXCLUDE, INCLUDE, PreprocessingService
+from parts2whole.schedulers import DEFAULT_SCHEDULER, FAST_SCHEDULER, FAST_STEPS, SCHEDULERS
 from parts2whole.validation import MAX_IMAGE_PIXELS
 from preprocess.images import load_image, load_mask
 
@@ -67,6 +68,10 @@ DEFAULT_SIZE = "768 × 512 · portrait (default)"
 #: With the tiny random model, outputs are noise anyway: start small so a click answers in seconds.
 TINY_DEFAULT_SIZE = "192 × 128 · thumbnail"
 TINY_DEFAULT_STEPS = 10
+#: Speed presets above Advanced settings: value -> (sampler, steps or None for the app's default steps).
+#: "fast" is DPM-Solver++ 2M at 20 steps; "default" is the official sampler (DDIM).
+PRESET_DEFAULT, PRESET_FAST = "default", "fast"
+SPEED_PRESETS = {PRESET_DEFAULT: (DEFAULT_SCHEDULER, None), PRESET_FAST: (FAST_SCHEDULER, FAST_STEPS)}
 
 #: Brush used to paint masks: a see-through magenta, so the part stays visible under it.
 MASK_PAINT_COLOUR = "#ff2d95"
@@ -627,7 +632,8 @@ def _bundle_readme(request: studio_module.GenerationRequest) -> str:
         f"python -m parts2whole generate {parts} --pose inputs/pose.png --prompt {json.dumps(request.prompt)} "
         f"--negative-prompt {json.dumps(request.negative_prompt)} --seed {request.seed} --steps {request.steps} "
         f"--guidance {request.guidance_scale} --height {request.height} --width {request.width} "
-        f"--num-images {request.num_images} --fusion-blocks {request.fusion_blocks} -o results/again.png\n"
+        f"--num-images {request.num_images} --fusion-blocks {request.fusion_blocks} --scheduler {request.scheduler} "
+        "-o results/again.png\n"
     )
 
 
@@ -650,7 +656,8 @@ def _status_line(result: studio_module.GenerationResult, studio: studio_module.S
     tiny = " · tiny random model" if studio.is_tiny else ""
     notes = "".join(f"  \nℹ️ {note}" for note in getattr(result, "notes", []))
     return (f"✓ **Done**: {count} in {result.seconds:.1f} s · seed **{request.seed}** · "
-            f"{request.steps}/{request.steps} steps · {request.height}×{request.width}{reuse}{tiny}{notes}")
+            f"{request.steps}/{request.steps} steps · {SCHEDULERS[request.scheduler].label} · "
+            f"{request.height}×{request.width}{reuse}{tiny}{notes}")
 
 
 def _cancel_check() -> Callable[[], bool]:
@@ -714,7 +721,7 @@ def make_generate(studio: studio_module.Studio, service: PreprocessingService | 
                  shoes_mask=None, pose=None, prompt="", negative_prompt="", seed=0,
                  randomize_seed=True, steps=studio_module.DEFAULT_STEPS, guidance=studio_module.DEFAULT_GUIDANCE,
                  size=DEFAULT_SIZE, num_images=1, fusion_blocks=studio_module.DEFAULT_FUSION_BLOCKS,
-                 session=None, pose_state=None, progress=gr.Progress()):
+                 scheduler=DEFAULT_SCHEDULER, session=None, pose_state=None, progress=gr.Progress()):
         files = dict(zip(PART_LABELS, (face, hair_or_headwear, upper_body_clothes, lower_body_clothes,
                                        whole_body_clothes, shoes)))
         mask_files = dict(zip(PART_LABELS, (face_mask, hair_or_headwear_mask, upper_body_clothes_mask,
@@ -742,7 +749,8 @@ def make_generate(studio: studio_module.Studio, service: PreprocessingService | 
                 references=references, masks=masks, structure=structure, prompt=prompt or "",
                 negative_prompt=negative_prompt or "", seed=None if randomize_seed else (0 if seed is None else seed),
                 steps=steps, guidance_scale=guidance, height=height, width=width,
-                num_images=num_images, fusion_blocks=fusion_blocks)  # the studio checks each value, with a message
+                num_images=num_images, fusion_blocks=fusion_blocks,
+                scheduler=scheduler or DEFAULT_SCHEDULER)  # the studio checks each value, with a message
 
             def report(update: studio_module.ProgressUpdate) -> None:
                 progress(update.fraction, desc=update.text)
@@ -891,6 +899,11 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
                                     placeholder="e.g. a woman in a red shirt, high quality, realistic")
                 negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="negative-prompt",
                                              placeholder="e.g. blurry, low quality, deformed")
+                speed_preset = gr.Radio(
+                    [(f"Default · {SCHEDULERS[DEFAULT_SCHEDULER].label}, {default_steps} steps", PRESET_DEFAULT),
+                     (f"Fast · {SCHEDULERS[FAST_SCHEDULER].label}, {FAST_STEPS} steps", PRESET_FAST)],
+                    value=PRESET_DEFAULT, label="Speed", elem_id="speed-preset",
+                    info="Sets the sampler and the steps (both under Advanced settings)")
                 with gr.Accordion("Advanced settings", open=False, elem_id="advanced-settings"):
                     with gr.Row():
                         seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=studio_module.MAX_SEED,
@@ -909,6 +922,10 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
                                              value=studio_module.DEFAULT_FUSION_BLOCKS, label="Fusion blocks",
                                              info="UNet blocks that look at the parts: full (closest) or midup",
                                              elem_id="fusion-blocks")
+                    scheduler = gr.Dropdown([(choice.label, name) for name, choice in SCHEDULERS.items()],
+                                            value=DEFAULT_SCHEDULER, label="Sampler", elem_id="scheduler",
+                                            allow_custom_value=True,  # an unknown name gets the studio's message
+                                            info="DDIM is the official one; DPM-Solver++ and UniPC need fewer steps")
                 with gr.Row():
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=4)
                     stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button", scale=1, min_width=80)
@@ -948,7 +965,7 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
             generate_inputs += [slot.image, slot.mask]
         used_inputs = generate_inputs + [pose, pose_state]
         generate_inputs += [pose, prompt, negative_prompt, seed, randomize_seed, steps, guidance, size, num_images,
-                            fusion_blocks, session, pose_state]
+                            fusion_blocks, scheduler, session, pose_state]
         generated = generate_button.click(make_generate(studio, service), generate_inputs,
                                           [result, bundle, status, session, last_seed], api_name="generate",
                                           concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
@@ -963,9 +980,33 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
             return seed_value, False
 
         reuse_seed.click(reuse, session, [seed, randomize_seed], api_visibility="private", concurrency_limit=None)
+        wire_speed_preset(speed_preset, scheduler, steps, default_steps)
         # Stop cancels the running (or waiting) generation; the handler sees it and frees the model.
         stop_button.click(None, None, None, cancels=[generated], api_visibility="private", queue=False)
     return demo
+
+
+def preset_values(preset: str, default_steps: int) -> tuple[str, int]:
+    """(sampler, steps) a speed preset stands for."""
+    sampler, preset_steps = SPEED_PRESETS[preset]
+    return sampler, preset_steps or default_steps
+
+
+def matching_preset(sampler: str, steps, default_steps: int) -> str | None:
+    """The preset that (sampler, steps) is, or None once someone set them by hand to something else."""
+    for preset in SPEED_PRESETS:
+        if preset_values(preset, default_steps) == (sampler, int(steps or 0)):
+            return preset
+    return None
+
+
+def wire_speed_preset(preset: gr.Radio, scheduler: gr.Dropdown, steps: gr.Slider, default_steps: int) -> None:
+    """Picking a preset sets the sampler and steps; changing either by hand selects the preset they match."""
+    preset.input(lambda value: preset_values(value, default_steps), preset, [scheduler, steps],
+                 api_visibility="private", queue=False, show_progress="hidden")
+    for control in (scheduler, steps):
+        control.input(lambda sampler, count: matching_preset(sampler, count, default_steps), [scheduler, steps],
+                      preset, api_visibility="private", queue=False, show_progress="hidden")
 
 
 #: Largest upload the server accepts (Gradio refuses bigger files before they reach a handler).

@@ -22,7 +22,14 @@ timed in interleaved rounds, and each figure is the fastest observation. On a CP
 process CPU time: on a machine shared with other jobs, wall time is stretched several-fold and unevenly
 (a default run under a load of 7 on 2 cores gave ratios of pure noise), CPU time is not.
 
+It also prints the floor: the project's time before the loop + 50 plain UNet steps (no references) + decode,
+the least any schedule giving this output could spend here, and (re-enacted official whole@50) / floor.
+`--full-size` measures at the size people generate at, 768x512 with 6 references, where the official
+step takes minutes on a CPU: each phase once and one UNet step of each schedule (parity checked on that
+step's noise prediction), extrapolated to 50 steps the same way.
+
     .venv/bin/python bench/bench_pipeline.py                      # CPU defaults, a few minutes on 2 cores
+    .venv/bin/python bench/bench_pipeline.py --full-size          # 768x512, 6 references, one step each (long)
     .venv/bin/python bench/bench_pipeline.py --device cuda --dtype float16 --height 768 --width 512 \\
         --steps 50 --refs 6                                       # on a GPU (see the README, "Performance")
 """
@@ -112,6 +119,8 @@ PAGE_BYTES = resource.getpagesize()
 STEP_TIMER_TIMESTEP = 501
 #: The configuration the 8 GB memory target is stated for.
 MEMORY_HEIGHT, MEMORY_WIDTH, MEMORY_REFERENCES = 768, 512, 6
+#: `--full-size`: the size people generate at (the app's and the official script's default), all six parts.
+FULL_SIZE_HEIGHT, FULL_SIZE_WIDTH, FULL_SIZE_REFERENCES = 768, 512, 6
 
 
 # ----------------------------------------------------------------------------------------- components
@@ -358,7 +367,7 @@ def _sync(device: torch.device) -> None:
 
 
 class Stopwatch:
-    """Wall time of a block, with the device synchronised at both ends."""
+    """Time of a block on the chosen clock (and its wall time), with the device synchronised at both ends."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -367,11 +376,13 @@ class Stopwatch:
     def __enter__(self):
         _sync(self.device)
         self._start = CLOCKS[_clock_name]()
+        self._wall_start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         _sync(self.device)
         self.seconds = CLOCKS[_clock_name]() - self._start
+        self.wall_seconds = time.perf_counter() - self._wall_start  # kept beside the chosen clock (--full-size)
 
 
 @dataclass
@@ -467,8 +478,9 @@ class StepTimer:
     @torch.no_grad()
     def _forward(self, context: SharedAttention) -> float:
         with Stopwatch(self.device) as watch:
-            self.pipe.unet(self.latents, self.timestep, encoder_hidden_states=self.context,
-                           cross_attention_kwargs={"reference_context": context})
+            self.last_output = self.pipe.unet(self.latents, self.timestep, encoder_hidden_states=self.context,
+                                              cross_attention_kwargs={"reference_context": context}).sample
+        self.last_wall_seconds = watch.wall_seconds
         return watch.seconds
 
     @torch.no_grad()
@@ -571,6 +583,67 @@ def measure_reference_count(pipe: Parts2WholePipeline, count: int, args, latents
                        max_difference(plain.image, cached.image), max_difference(official.image, cached.image))
 
 
+@dataclass
+class StepClock:
+    """One mode's single step on both clocks (the 768x512 run prints wall time beside the chosen clock)."""
+
+    seconds: float
+    wall_seconds: float
+
+
+def measure_single_steps(pipe: Parts2WholePipeline, count: int, args, latents) -> tuple[CountResult, dict[str, StepClock]]:
+    """The lean measurement of `--full-size`: each phase once (args.rounds times for the steps).
+
+    Before the loop: the project's batched encode, the official encode, and the rest (text, pose features,
+    scheduler) from one cached 1-step call, which also gives the decode. Then one UNet step of each schedule
+    (guidance batch 2, the same inputs), the parity check on those steps' noise predictions instead of
+    whole images (a whole official call at this size would take hours on a CPU), and the reference K/V
+    projection of the first step. Extrapolated to EXTRAPOLATED_STEPS exactly like the default run.
+    """
+    references, masks, structure, _ = reference_inputs(count, args.height, args.width)
+    inputs = Inputs(references, masks, structure)
+    device = pipe._execution_device
+    with Stopwatch(device) as watch:
+        encoding = pipe.encode_references(references, masks, args.height, args.width)
+    encode_seconds = watch.seconds
+    print(f"    project encode: {encode_seconds:.1f} s", flush=True)
+    with Stopwatch(device) as watch:
+        official_encoding = official_encode_references(pipe, references, masks, args.height, args.width)
+    official_encode_seconds = watch.seconds
+    print(f"    official encode: {official_encode_seconds:.1f} s", flush=True)
+    # Right before the single steps, so the allocator holds memory of a step's sizes when they are timed.
+    cached = generation_call(pipe, inputs, args, latents, encoding=encoding)
+    print(f"    cached 1-step call: setup {cached.setup:.2f} s, decode {cached.decode:.1f} s", flush=True)
+
+    timer = StepTimer(pipe, encoding, official_encoding, args)
+    steps: dict[str, list[float]] = {"no refs": [], "project": [], "plain": [], "official": []}
+    walls: dict[str, list[float]] = {mode: [] for mode in steps}
+    outputs, peaks = {}, {}
+    for _ in range(args.rounds):
+        for mode, measure in (("project", timer.project), ("no refs", timer.without_references),
+                              ("plain", timer.plain), ("official", timer.official)):
+            with PeakMemory(device) as memory:
+                steps[mode].append(measure())
+            walls[mode].append(timer.last_wall_seconds)
+            outputs[mode] = timer.last_output.float().cpu().numpy()
+            peaks[mode] = max(peaks.get(mode, 0), memory.peak_bytes)
+            print(f"    {mode} step: {steps[mode][-1]:.1f} s ({_clock_name}), {walls[mode][-1]:.1f} s wall", flush=True)
+    projection = min(timer.projection() for _ in range(args.rounds))
+    setup, decode = cached.setup, cached.decode
+    project_step = min(steps["project"])
+    modes = {
+        "official": ModeResult(official_encode_seconds + setup, min(steps["official"]), decode, peaks["official"]),
+        "plain": ModeResult(encode_seconds + setup, min(steps["plain"]), decode, peaks["plain"], projection),
+        "project": ModeResult(encode_seconds + setup, project_step, decode, cached.peak_bytes, projection),
+        "cached": ModeResult(setup, project_step, decode, cached.peak_bytes, projection),
+    }
+    clocks = {mode: StepClock(min(steps[mode]), min(walls[mode])) for mode in steps}
+    result = CountResult(count, kept_token_fraction(encoding), modes, min(steps["no refs"]),
+                         max_difference(outputs["plain"], outputs["project"]),
+                         max_difference(outputs["official"], outputs["project"]))
+    return result, clocks
+
+
 # ----------------------------------------------------------------------------------------- reporting
 
 def _seconds(value: float) -> str:
@@ -633,6 +706,32 @@ def check_targets(results: list[CountResult]) -> bool:
     return all(met for *_, met in checks)
 
 
+def floor_whole(result: CountResult, num_steps: int = EXTRAPOLATED_STEPS) -> float:
+    """The identical-output floor on this machine: the project's time before the loop (its references must
+    be encoded), `num_steps` plain UNet steps (no reference can cost less than none) and the decode."""
+    project = result.modes["project"]
+    return project.before_loop + num_steps * result.step_without_references + project.decode
+
+
+def print_floor(results: list[CountResult]) -> None:
+    """(re-enacted official whole@N) / floor: the largest speed-up any schedule with this output could show
+    here, next to what the project shows; their quotient is how close the project is to the floor."""
+    n = EXTRAPOLATED_STEPS
+    print(f"\nFloor: before loop (project) + {n} x no-refs step + decode ({_clock_name} seconds)")
+    for r in results:
+        floor = floor_whole(r, n)
+        official, project = r.modes["official"].whole(n), r.modes["project"].whole(n)
+        print(f"  {r.count} refs: floor {floor:.1f} s; official/floor {official / floor:.2f}x; official/project "
+              f"{official / project:.2f}x; the project reaches {floor / project:.1%} of the floor's speed")
+
+
+def print_step_clocks(clocks: dict[str, StepClock]) -> None:
+    print(f"\nOne step on both clocks ({_clock_name} seconds / wall seconds; wall time is stretched by other load "
+          "on a shared machine, and the quotient is the cores a step kept busy):")
+    for mode, clock in clocks.items():
+        print(f"  {mode:<8} {clock.seconds:8.1f} {clock.wall_seconds:8.1f}   {clock.seconds / clock.wall_seconds:4.2f} cores")
+
+
 def print_memory_estimate(pipe: Parts2WholePipeline) -> None:
     print(f"\nEstimated peak GPU memory at {MEMORY_HEIGHT}x{MEMORY_WIDTH}, {MEMORY_REFERENCES} references, float16 "
           f"(from parameter counts and activation sizes; no GPU here):")
@@ -661,7 +760,17 @@ def parse_args(argv=None):
     parser.add_argument("--vae-slicing", action="store_true", help="decode several images one at a time in the VAE")
     parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload (GPU only)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
-    return parser.parse_args(argv)
+    parser.add_argument("--full-size", action="store_true",
+                        help=f"the default output size: {FULL_SIZE_HEIGHT}x{FULL_SIZE_WIDTH}, {FULL_SIZE_REFERENCES} "
+                             "references, one UNet step of each schedule and each phase once, extrapolated to "
+                             f"{EXTRAPOLATED_STEPS} steps (long on a CPU: the official step alone takes minutes)")
+    args = parser.parse_args(argv)
+    if args.full_size:
+        given = set(argv if argv is not None else sys.argv[1:])
+        args.height, args.width, args.refs, args.steps = FULL_SIZE_HEIGHT, FULL_SIZE_WIDTH, [FULL_SIZE_REFERENCES], 1
+        if "--rounds" not in given:
+            args.rounds = 1
+    return args
 
 
 def main(argv=None) -> int:
@@ -695,13 +804,22 @@ def main(argv=None) -> int:
     warm_up = reference_inputs(1, args.height, args.width)
     pipe(references=warm_up[0], masks=warm_up[1], structure=warm_up[2], height=args.height, width=args.width,
          num_inference_steps=1, latents=latents, output_type="latent")
-    results = []
+    results, clocks = [], None
     for count in args.refs:
         started = time.perf_counter()
-        results.append(measure_reference_count(pipe, count, args, latents))
+        if args.full_size:
+            result, clocks = measure_single_steps(pipe, count, args, latents)
+            results.append(result)
+        else:
+            results.append(measure_reference_count(pipe, count, args, latents))
         print(f"  measured {count} reference(s) in {time.perf_counter() - started:.0f} s", flush=True)
     print()
     print_table(results)
+    if args.full_size:
+        print("(--full-size: |plain-fast| and |official-fast| compare one step's noise prediction, not whole images)")
+    print_floor(results)
+    if clocks:
+        print_step_clocks(clocks)
     met = check_targets(results)
     print_memory_estimate(pipe)
     print(f"Process peak RSS over the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--num-images", type=int, default=1, help="how many images to generate (default 1)")
     settings.add_argument("--fusion-blocks", choices=studio.FUSION_BLOCK_CHOICES, default=studio.DEFAULT_FUSION_BLOCKS,
                           help="UNet blocks that see the references: full (default, closest to the parts) or midup")
+    settings.add_argument("--scheduler", default=studio.DEFAULT_SCHEDULER, metavar="NAME",
+                          help=f"sampler: {', '.join(studio.SCHEDULER_NAMES)} (default {studio.DEFAULT_SCHEDULER}, the "
+                               "official one; dpmpp_2m with --steps 20 is a fast choice)")
 
     output = generate.add_argument_group("output and model")
     output.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
@@ -218,7 +221,7 @@ def run_generate(args: argparse.Namespace) -> int:
     request = studio_module.GenerationRequest(
         references=references, masks=masks, structure=pose, prompt=args.prompt, negative_prompt=args.negative_prompt,
         seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
-        num_images=args.num_images, fusion_blocks=args.fusion_blocks)
+        num_images=args.num_images, fusion_blocks=args.fusion_blocks, scheduler=args.scheduler)
     request.validated()  # fail on bad settings before a long model load
     made_pose = None
     if pose_photo is not None:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from . import schedulers as scheduler_table
 from . import validation
 from .allocator import tune_cpu_allocator
 from .attention import (
@@ -228,13 +229,23 @@ class Parts2WholePipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
         reference_encoding: ReferenceEncoding | None = None,
+        scheduler: str | None = None,
+        eta: float = 0.0,
     ) -> Parts2WholePipelineOutput:
-        """Generate `num_images_per_prompt` images. See README for every argument."""
+        """Generate `num_images_per_prompt` images. See README for every argument.
+
+        `scheduler`: a sampler name from `parts2whole.schedulers.SCHEDULER_NAMES` ("ddim", "dpmpp_2m",
+        "dpmpp_2m_karras", "unipc", "euler_a"), built from `pipe.scheduler`'s config; None (the default)
+        uses `pipe.scheduler` itself, which is DDIM, the official sampler, as loaded. Either way each call
+        gets its own instance. `eta`: DDIM's noise weight (0, the official value, is deterministic).
+        """
         settings = validation.check_request(
             references=references, masks=masks, structure=structure, prompt=prompt, negative_prompt=negative_prompt,
             height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             num_images_per_prompt=num_images_per_prompt, output_type=output_type, fusion_blocks=fusion_blocks,
             has_reference_encoding=reference_encoding is not None)
+        scheduler_name = None if scheduler is None else scheduler_table.canonical_scheduler_name(scheduler)
+        eta = scheduler_table.check_eta(eta)
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_TENSOR_INPUTS
         if unknown:
             raise Parts2WholeInputError(f"callback_on_step_end_tensor_inputs may name {sorted(CALLBACK_TENSOR_INPUTS)}, not {sorted(unknown)}.")
@@ -247,11 +258,19 @@ class Parts2WholePipeline(DiffusionPipeline):
             elif (reference_encoding.height, reference_encoding.width, reference_encoding.fusion_blocks) != (height, width, fusion_blocks):
                 raise Parts2WholeInputError("The cached reference encoding was made for another size or fusion set.")
             output = self._generate(reference_encoding, structure, settings, height, width, latents, generator,
-                                    callback_on_step_end, callback_on_step_end_tensor_inputs)
+                                    callback_on_step_end, callback_on_step_end_tensor_inputs, scheduler_name, eta)
             self.maybe_free_model_hooks()  # with model CPU offload: every model back to the CPU after a call
             return output
 
-    def _generate(self, encoding, structure, settings, height, width, latents, generator, callback, callback_inputs):
+    def _new_scheduler(self, name: str | None):
+        """A fresh scheduler for one call (multistep solvers keep state on the instance; `self.scheduler` is
+        only read, so calls with different samplers never share one)."""
+        if name is None:
+            return type(self.scheduler).from_config(self.scheduler.config)
+        return scheduler_table.build_scheduler(name, self.scheduler.config)
+
+    def _generate(self, encoding, structure, settings, height, width, latents, generator, callback, callback_inputs,
+                  scheduler_name=None, eta=0.0):
         device, dtype = self._execution_device, self._compute_dtype
         guided = settings.guidance_scale > 1
         num_images = settings.num_images_per_prompt
@@ -261,21 +280,24 @@ class Parts2WholePipeline(DiffusionPipeline):
         context = self._context(encoding, prompt_embeds, negative_embeds, num_images)
         pose_features = self.pose_guider(structure_pixels(structure, height, width).to(device=device, dtype=dtype))
 
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)  # per call: no shared mutable state
+        scheduler = self._new_scheduler(scheduler_name)  # per call: no shared mutable state
         scheduler.set_timesteps(settings.num_inference_steps, device=device)
-        latents = self._initial_latents(latents, generator, num_images, height, width)
+        # Noise at the first timestep's level: 1 for DDIM and the DPM/UniPC solvers, sigma_max-scaled for Euler.
+        latents = self._initial_latents(latents, generator, num_images, height, width) * scheduler.init_noise_sigma
+        extra_step_kwargs = scheduler_table.step_kwargs(scheduler, generator, eta)
         shared = SharedAttention(encoding.features.to(device), reference_rows_start=num_images if guided else 0,
                                  pack_masked_tokens=self.pack_masked_tokens)
 
         with added_to_conv_in(self.unet, pose_features):
             for step_index, timestep in enumerate(self.progress_bar(scheduler.timesteps)):
                 model_input = torch.cat([latents, latents]) if guided else latents
+                model_input = scheduler.scale_model_input(model_input, timestep)  # identity for DDIM
                 noise = self.unet(model_input.to(dtype), timestep, encoder_hidden_states=context,
                                   cross_attention_kwargs={"reference_context": shared}).sample.float()
                 if guided:
                     noise_uncond, noise_cond = noise.chunk(2)
                     noise = noise_uncond + settings.guidance_scale * (noise_cond - noise_uncond)
-                latents = scheduler.step(noise, timestep, latents).prev_sample
+                latents = scheduler.step(noise, timestep, latents, **extra_step_kwargs).prev_sample
                 if callback is not None:
                     available = {"latents": latents, "noise_pred": noise}
                     returned = callback(self, step_index, timestep, {name: available[name] for name in callback_inputs}) or {}

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 from . import validation
 from .errors import CheckpointError, GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
 from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name  # noqa: F401 - re-exported
 
 logger = logging.getLogger("parts2whole.studio")
 
@@ -405,6 +406,7 @@ class GenerationRequest:
     width: int = DEFAULT_WIDTH
     num_images: int = 1
     fusion_blocks: str = DEFAULT_FUSION_BLOCKS
+    scheduler: str = DEFAULT_SCHEDULER  # a name of parts2whole.schedulers.SCHEDULER_NAMES
 
     def validated(self) -> GenerationRequest:
         """A copy with canonical labels, checked sizes and numbers; raises Parts2WholeInputError if unfixable."""
@@ -470,11 +472,12 @@ class GenerationRequest:
         for name, text in (("Prompt", self.prompt), ("Negative prompt", self.negative_prompt)):
             if text is not None and not isinstance(text, str):
                 raise Parts2WholeInputError(f"{name} must be text, got {type(text).__name__}.")
+        scheduler = canonical_scheduler_name(self.scheduler)
         ordered = {label: references[label] for label in PART_LABELS if label in references}
         return dataclasses.replace(
             self, references=ordered, masks=masks, structure=ImageOps.exif_transpose(structure).convert("RGB"),
             seed=seed, steps=steps, num_images=num_images, guidance_scale=guidance, height=height, width=width,
-            prompt=self.prompt or "", negative_prompt=self.negative_prompt or "")
+            prompt=self.prompt or "", negative_prompt=self.negative_prompt or "", scheduler=scheduler)
 
     def notes(self, pipe=None) -> list[str]:
         """What was adjusted on the way (a pose map stretched, a prompt cut to the text encoder's context)."""
@@ -498,6 +501,7 @@ class GenerationRequest:
             "width": self.width,
             "num_images": self.num_images,
             "fusion_blocks": self.fusion_blocks,
+            "scheduler": self.scheduler,
         }
 
 
@@ -813,6 +817,7 @@ class Studio:
                 guidance_scale=request.guidance_scale, generator=generator,
                 fusion_blocks=request.fusion_blocks, num_images_per_prompt=request.num_images,
                 output_type="latent", callback_on_step_end=on_step_end, reference_encoding=encoding,
+                scheduler=request.scheduler,
             )
             _report(progress, STAGE_DECODING)
             images = pipe.decode_latents(output.images, output_type="pil")
