@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     output.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
     output.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
+
+    from . import batch
+
+    batch.add_parser(commands)
     return parser
 
 
@@ -133,15 +137,16 @@ def _progress_printer(quiet: bool):
     return show
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def load_request(args: argparse.Namespace):
+    """The `generate` options (part, mask and pose files, settings) as a studio GenerationRequest.
+
+    Files are opened and checked here; the settings are checked by `GenerationRequest.validated()`.
+    `python -m parts2whole batch` builds the same options from each manifest line and calls this too.
+    """
     from preprocess.images import load_image, load_mask
 
     from . import studio as studio_module
 
-    output = Path(args.output)
-    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
-        raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
-    _check_writable_folder(output)  # before the long model load, not after
     references, masks = {}, {}
     for label in PART_LABELS:
         path = getattr(args, f"part_{label}")
@@ -154,12 +159,26 @@ def run_generate(args: argparse.Namespace) -> int:
                     f"--mask-{option_name(label)} was given without --{option_name(label)}.")
             masks[label] = load_mask(mask_path, references[label].size, what=f"mask {mask_path}").mask
     pose = load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
-
-    studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
-    request = studio_module.GenerationRequest(
+    return studio_module.GenerationRequest(
         references=references, masks=masks, structure=pose, prompt=args.prompt, negative_prompt=args.negative_prompt,
         seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
         num_images=args.num_images, fusion_blocks=args.fusion_blocks)
+
+
+def output_parameters(result, paths: list[Path], args: argparse.Namespace) -> dict:
+    """What out.json holds: the studio's parameters, the images written and the input files they came from."""
+    return result.parameters | {"outputs": [path.name for path in paths], "inputs": _input_record(args)}
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from . import studio as studio_module
+
+    output = Path(args.output)
+    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
+    _check_writable_folder(output)  # before the long model load, not after
+    request = load_request(args)
+    studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
     request.validated()  # fail on bad settings before a long model load
     if not args.quiet:
         print(f"Model: {studio.weights.name} on {studio.device_choice.device} ({studio.device_choice.dtype_name})",
@@ -169,8 +188,7 @@ def run_generate(args: argparse.Namespace) -> int:
     result = studio.generate(request, progress=_progress_printer(args.quiet))
 
     paths = output_paths(output, len(result.images))
-    parameters = result.parameters | {"outputs": [path.name for path in paths],
-                                      "inputs": _input_record(args)}
+    parameters = output_parameters(result, paths, args)
     json_path = output.with_suffix(".json")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
     try:
-        return run_generate(args)
+        return getattr(args, "handler", run_generate)(args)  # subcommands other than generate set a handler
     except (Parts2WholeInputError, CheckpointError) as error:
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
