@@ -443,14 +443,19 @@ class BatchSummary:
         return ran / self.seconds * 60 if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        parts = [f"{self.lines} lines: {self.ok} ok", f"{len(self.errors)} failed"]
+        parts = [f"{_count(self.lines, 'line')}: {self.ok} ok", f"{len(self.errors)} failed"]
         if self.skipped:
             parts.append(f"{self.skipped} already complete (skipped)")
         if self.left:
             parts.append(f"{self.left} left for the next run")
-        return (f"{', '.join(parts)}. {self.encodes} reference encodes for {self.generated} generated lines "
+        return (f"{', '.join(parts)}. {_count(self.encodes, 'reference encode')} for "
+                f"{_count(self.generated, 'generated line')} "
                 f"({self.engine}, {self.workers} worker{'s' if self.workers != 1 else ''}, "
                 f"{self.seconds:.1f} s). Results: {OutputStore(self.out_dir).path(RESULTS_FILE)}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _write_results(store: OutputStore, results: dict[int, LineResult]) -> None:
