@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
     output.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
     add_pose_command(commands)
+
+    from . import batch
+
+    batch.add_parser(commands)
     return parser
 
 
@@ -192,15 +196,16 @@ def _progress_printer(quiet: bool):
     return show
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def load_request(args: argparse.Namespace):
+    """The `generate` options (part, mask and pose files, settings) as a studio GenerationRequest.
+
+    Files are opened and checked here; the settings are checked by `GenerationRequest.validated()`.
+    `python -m parts2whole batch` builds the same options from each manifest line and calls this too.
+    """
     from preprocess.images import load_image, load_mask
 
     from . import studio as studio_module
 
-    output = Path(args.output)
-    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
-        raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
-    _check_writable_folder(output)  # before the long model load, not after
     references, masks = {}, {}
     for label in PART_LABELS:
         path = getattr(args, f"part_{label}")
@@ -214,14 +219,31 @@ def run_generate(args: argparse.Namespace) -> int:
             masks[label] = load_mask(mask_path, references[label].size, what=f"mask {mask_path}").mask
     if args.densepose_weights and not args.pose_photo:
         raise Parts2WholeInputError("--densepose-weights is for --pose-photo (a pose map made from a photo).")
-    pose_photo = load_image(args.pose_photo, what=f"photo ({args.pose_photo})") if args.pose_photo else None
-    pose = pose_photo if pose_photo is not None else load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
-
-    studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
-    request = studio_module.GenerationRequest(
+    if args.pose_photo:  # the photo stands in for the map until run_generate makes the map from it
+        pose = load_image(args.pose_photo, what=f"photo ({args.pose_photo})")
+    else:
+        pose = load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB")
+    return studio_module.GenerationRequest(
         references=references, masks=masks, structure=pose, prompt=args.prompt, negative_prompt=args.negative_prompt,
         seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
         num_images=args.num_images, fusion_blocks=args.fusion_blocks, scheduler=args.scheduler)
+
+
+def output_parameters(result, paths: list[Path], args: argparse.Namespace) -> dict:
+    """What out.json holds: the studio's parameters, the images written and the input files they came from."""
+    return result.parameters | {"outputs": [path.name for path in paths], "inputs": _input_record(args)}
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from . import studio as studio_module
+
+    output = Path(args.output)
+    if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
+        raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
+    _check_writable_folder(output)  # before the long model load, not after
+    request = load_request(args)
+    pose_photo = request.structure if args.pose_photo else None
+    studio = studio_module.Studio(args.weights, device=args.device, dtype=args.dtype)
     request.validated()  # fail on bad settings before a long model load
     made_pose = None
     if pose_photo is not None:
@@ -235,8 +257,7 @@ def run_generate(args: argparse.Namespace) -> int:
     result = studio.generate(request, progress=_progress_printer(args.quiet))
 
     paths = output_paths(output, len(result.images))
-    parameters = result.parameters | {"outputs": [path.name for path in paths],
-                                      "inputs": _input_record(args)}
+    parameters = output_parameters(result, paths, args)
     json_path = output.with_suffix(".json")
     pose_path = output.with_name(f"{output.stem}_pose.png")
     if made_pose is not None:
@@ -374,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(message)s")
     try:
-        return {"generate": run_generate, "pose": run_pose}[args.command](args)
+        # `batch` sets its own handler; the others are looked up by name.
+        handler = getattr(args, "handler", None) or {"generate": run_generate, "pose": run_pose}[args.command]
+        return handler(args)
     except (Parts2WholeInputError, CheckpointError) as error:
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
