@@ -45,8 +45,9 @@ def _jpeg(rng: random.Random, size=IMAGE_SIZE, grey: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def densepose_map(view: str, arms_up: bool, size=(96, 144)) -> Image.Image:
-    """An IUV-like map: part index in blue, bright U/V in green/red, black background."""
+def densepose_map(view: str, arms_up: bool, size=(96, 144), variant: int = 0) -> Image.Image:
+    """An IUV-like map: part index in blue, bright U/V in green/red, black background (`variant` shifts the
+    U/V values, so every sample's map is a different picture)."""
     width, height = size
     pixels = np.zeros((height, width, 3), np.uint8)
 
@@ -54,7 +55,7 @@ def densepose_map(view: str, arms_up: bool, size=(96, 144)) -> Image.Image:
         x0, y0, x1, y1 = (int(v) for v in box)
         pixels[y0:y1, x0:x1, 2] = index
         pixels[y0:y1, x0:x1, 1] = 90 + 6 * index
-        pixels[y0:y1, x0:x1, 0] = 200 - 5 * index
+        pixels[y0:y1, x0:x1, 0] = 200 - 5 * index - variant % 50
 
     torso = 1 if view == "back" else 2
     blob(torso, (width * 0.35, height * 0.22, width * 0.65, height * 0.55))
@@ -115,7 +116,7 @@ def build_standin(root: Path, samples: int = 40, seed: int = 0, filler: int = FI
         view = target_view.split("_", 1)[1]
         densepose = f"densepose/{target_id}_densepose.png"
         members["densepose.zip"][densepose] = _png(densepose_map(view if view in ("side", "back") else "front",
-                                                                 arms_up=number % 6 in (0, 5)))
+                                                                 arms_up=number % 6 in (0, 5), variant=number))
         rows.append({"target_id": target_id, "reference_id": reference_id, "target": target,
                      "caption": f"This person wears a {category.lower()} outfit, number {number}.",
                      "appearance": appearance, "structure": {"densepose": densepose}, "mask": mask})
@@ -174,8 +175,10 @@ class _CountingFile(io.RawIOBase):
 class CountingFileSystem(LocalFileSystem):
     """A local fsspec file system that records every byte range read (no caching, no read-ahead)."""
 
+    cachable = False  # a new instance (and new counts) each time, not fsspec's shared one
+
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, skip_instance_cache=True, **kwargs)
+        super().__init__(*args, **kwargs)
         self.ranges: list[tuple[str, int, int]] = []
         self._record_lock = threading.Lock()
         self.opened: list[str] = []
