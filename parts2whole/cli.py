@@ -301,7 +301,9 @@ def _print_manifest(manifest) -> None:
     print(f"{len(manifest.examples)} examples:")
     for example in manifest.examples:
         print(f"  {example.sample_id:<48} {example.title}; parts: {', '.join(example.parts)}")
-    print(f"{len(manifest.poses)} poses: " + ", ".join(f"{pose.sample_id} ({pose.label})" for pose in manifest.poses))
+    print(f"{len(manifest.poses)} poses:")
+    for pose in manifest.poses:
+        print(f"  {pose.sample_id:<48} {pose.label}")
     for line in examples.format_transfer(manifest.transfer):
         print(line)
 

@@ -446,12 +446,17 @@ class ArchiveReader:
         self.size = int(fs.size(path))
         self._raw = fs.open(path, "rb", cache_type="none")  # exact range reads, no read-ahead
         self._reader = RangeReader(self._raw, self.size, self.name, counter)
+        before = counter.bytes.get(self.name, 0)
         self._reader.prefetch(self.size - TAIL_BYTES, self.size)
         try:
             self._zip = zipfile.ZipFile(self._reader)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
             self.close()
             raise ExampleFetchError(f"{self.name} is not a readable zip archive ({error})") from None
+        #: Bytes it took to learn where the members are (the tail and the central directory): a fixed cost per
+        #: archive, proportional to its number of members, not to what is fetched.
+        self.directory_bytes = counter.bytes.get(self.name, 0) - before
+        self.members = len(self._zip.infolist())
         self._names = {info.filename: info for info in self._zip.infolist()}
         self._by_file_name = {}
         if MEMBER_LOOKUP_BY_NAME:
@@ -722,6 +727,7 @@ def _fetch_into(fs, root: str, folder: Path, revision: str, count: int, pose_cou
     data: dict[str, bytes] = {}
     failures: dict[str, str] = {}
     sizes: dict[str, int] = {}
+    directories: dict[str, tuple[int, int]] = {}
     for archive in sorted(wanted):
         try:
             reader = ArchiveReader(fs, f"{root}/{archive}", counter)
@@ -735,6 +741,7 @@ def _fetch_into(fs, root: str, folder: Path, revision: str, count: int, pose_cou
             failures.update({member: f"{archive}: {type(error).__name__}: {error}" for member in wanted[archive]})
             continue
         sizes[archive] = reader.size
+        directories[archive] = (reader.directory_bytes, reader.members)
         try:
             for member in sorted(wanted[archive]):
                 try:
@@ -818,7 +825,7 @@ def _fetch_into(fs, root: str, folder: Path, revision: str, count: int, pose_cou
         raise ExampleFetchError(f"no example could be read from the dataset: {reasons}")
 
     transfer = transfer_report(counter, sizes, len(index_bytes), len(examples), len(pose_records),
-                               time.perf_counter() - started)
+                               time.perf_counter() - started, directories)
     manifest = Manifest(DATASET_ID, revision, folder, examples, pose_records, transfer, notes,
                         fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         requested={"examples": count, "poses": pose_count})
@@ -827,13 +834,18 @@ def _fetch_into(fs, root: str, folder: Path, revision: str, count: int, pose_cou
 
 
 def transfer_report(counter: ByteCounter, sizes: dict[str, int], index_size: int, examples: int, poses: int,
-                    seconds: float) -> dict[str, Any]:
-    """Bytes read per archive, against its size (the share must stay small: only members are read)."""
+                    seconds: float, directories: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Bytes read per archive, against its size (the share must stay small: only members are read), and the
+    part of them spent on the archive's directory (tail + central directory) and its member count."""
+    directories = directories or {}
     archives = {name: {"bytes_read": counter.bytes.get(name, 0), "archive_bytes": size,
                        "share": counter.bytes.get(name, 0) / size if size else 0.0,
-                       "requests": counter.requests.get(name, 0)} for name, size in sorted(sizes.items())}
+                       "requests": counter.requests.get(name, 0),
+                       "directory_bytes": directories.get(name, (0, 0))[0],
+                       "members_in_archive": directories.get(name, (0, 0))[1]} for name, size in sorted(sizes.items())}
     total = counter.total
     return {"bytes_read": total, "index_bytes": index_size, "archives": archives,
+            "directory_bytes": sum(a["directory_bytes"] for a in archives.values()),
             "archive_bytes": sum(sizes.values()),
             "bytes_per_example": total / examples if examples else None,
             "max_share": max((a["share"] for a in archives.values()), default=0.0),
@@ -1065,13 +1077,15 @@ def format_transfer(transfer: dict[str, Any]) -> list[str]:
     lines = []
     total, archives = transfer.get("bytes_read", 0), transfer.get("archives", {})
     per_example = transfer.get("bytes_per_example")
-    lines.append(f"read {total / 1e6:.2f} MB in all ({transfer.get('index_bytes', 0) / 1e6:.2f} MB of it {TEST_INDEX}) "
+    lines.append(f"read {total / 1e6:.2f} MB in all ({transfer.get('index_bytes', 0) / 1e6:.2f} MB of it {TEST_INDEX}, "
+                 f"{transfer.get('directory_bytes', 0) / 1e6:.2f} MB the archives' directories) "
                  f"for {transfer.get('examples', 0)} examples and {transfer.get('poses', 0)} poses"
                  + (f": {per_example / 1e6:.2f} MB per example" if per_example else "")
                  + f", in {transfer.get('seconds', 0):.1f} s")
     for name, item in archives.items():
         lines.append(f"  {name:<24} {item['bytes_read'] / 1e6:9.3f} MB of {item['archive_bytes'] / 1e6:10.1f} MB "
-                     f"({item['share']:.3%}, {item['requests']} requests)")
+                     f"({item['share']:.3%}, {item['requests']} requests; directory {item.get('directory_bytes', 0) / 1e6:.3f} MB "
+                     f"for {item.get('members_in_archive', 0)} members)")
     if archives:
         lines.append(f"largest share of one archive: {transfer.get('max_share', 0):.3%}")
     return lines
