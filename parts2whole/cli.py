@@ -270,11 +270,9 @@ def run_examples(args: argparse.Namespace) -> int:
             raise Parts2WholeInputError("--count must be at least 1 and --poses at least 0.")
         fs, root = None, None
         if args.source:
-            from fsspec.implementations.local import LocalFileSystem
-
             if not Path(args.source).is_dir():
                 raise Parts2WholeInputError(f"--source {args.source}: no such folder.")
-            fs, root = LocalFileSystem(), str(Path(args.source).resolve())
+            fs, root = examples.local_file_system(args.source)
         try:
             manifest = examples.fetch_examples(fs, root, revision=args.revision, count=args.count, poses=args.poses,
                                                cache_root=cache_root, progress=lambda line: print(line, file=sys.stderr))

@@ -100,9 +100,11 @@ LOCAL_HEADER_SLACK = 512
 
 #: Where the cache lives: `<weights dir>/examples/<revision>/` (see parts2whole.studio.weights_dir), unless
 #: P2W_EXAMPLES_DIR names the folder. P2W_EXAMPLES=off: never fetch (the cartoon examples only).
+#: P2W_EXAMPLES_SOURCE=DIR: read a local copy of the dataset (test.jsonl and the zips) instead of the Hub.
 CACHE_SUBDIR = "examples"
 EXAMPLES_DIR_ENV = "P2W_EXAMPLES_DIR"
 EXAMPLES_ENV = "P2W_EXAMPLES"
+EXAMPLES_SOURCE_ENV = "P2W_EXAMPLES_SOURCE"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 #: Seconds the first Hub request may take before the Hub counts as unreachable (no retries: it is one
@@ -656,6 +658,21 @@ def hub_file_system(revision: str = DATASET_REVISION):
     return HfFileSystem(), f"datasets/{DATASET_ID}@{revision}"
 
 
+def local_file_system(folder: str | os.PathLike):
+    """(fs, root) reading a local copy of the dataset (a folder with test.jsonl and the zips)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if not Path(folder).is_dir():
+        raise ExampleFetchError(f"{folder} is not a folder (a local copy of {DATASET_ID} was expected)")
+    return LocalFileSystem(), str(Path(folder).resolve())
+
+
+def default_file_system(revision: str = DATASET_REVISION):
+    """The local copy named by P2W_EXAMPLES_SOURCE, else the Hub (see `hub_file_system`)."""
+    source = os.environ.get(EXAMPLES_SOURCE_ENV)
+    return local_file_system(source) if source else hub_file_system(revision)
+
+
 def _title(attributes: dict[str, str]) -> str:
     outfit = {"dress": "dress", "top+bottom": "top and bottom", "top": "top"}.get(attributes["outfit"], "outfit")
     who = {"man": "Man", "woman": "Woman"}.get(attributes["gender"], "Person")
@@ -942,7 +959,7 @@ class ExampleLibrary:
                  count: int = DEFAULT_EXAMPLE_COUNT, poses: int = DEFAULT_POSE_COUNT,
                  file_system: Callable[[str], tuple[Any, str]] | None = None):
         self.revision, self.cache_root, self.count, self.poses = revision, cache_root, count, poses
-        self._file_system = file_system or hub_file_system
+        self._file_system = file_system or default_file_system
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._version = 0
@@ -1014,6 +1031,8 @@ def _cached_note(manifest: Manifest) -> str:
 def _fetch_disabled() -> str | None:
     if os.environ.get(EXAMPLES_ENV, "").lower() in {"0", "off", "false", "no"}:
         return f"{EXAMPLES_ENV}={os.environ[EXAMPLES_ENV]}"
+    if os.environ.get(EXAMPLES_SOURCE_ENV):
+        return None  # a local copy: no network needed
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         return "HF_HUB_OFFLINE is set"
     return None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from PIL import Image, ImageDraw
 
 GENDER_CATEGORIES = {"WOMEN": ["Dresses", "Blouses_Shirts", "Skirts", "Tees_Tanks"], "MEN": ["Denim", "Shirts_Polos", "Pants"]}
@@ -206,6 +207,42 @@ class CountingFileSystem(LocalFileSystem):
             if start:
                 handle.seek(start)
             return handle.read(-1 if end is None else end - (start or 0))
+
+
+class _RangeFile(AbstractBufferedFile):
+    """Like `huggingface_hub.HfFileSystemFile`: a buffered fsspec file whose every fetch is one range request."""
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        with open(self.path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        self.fs.fetches.append((self.path, start, end))
+        return data
+
+
+class RemoteLikeFileSystem(AbstractFileSystem):
+    """A local folder served the way HfFileSystem serves the Hub: files are `AbstractBufferedFile`s (read-ahead
+    cache by default, as there) fetching byte ranges, each recorded in `fetches`."""
+
+    cachable = False
+    protocol = "remotelike"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fetches: list[tuple[str, int, int]] = []
+
+    def info(self, path, **kwargs):
+        local = Path(path)
+        if not local.is_file():
+            raise FileNotFoundError(path)
+        return {"name": str(local), "size": local.stat().st_size, "type": "file"}
+
+    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
+        return _RangeFile(self, path, mode, block_size=block_size or "default", cache_options=cache_options, **kwargs)
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(end - start for _, start, end in self.fetches)
 
 
 if __name__ == "__main__":  # python tests/examples_standin.py DIR: write the stand-in (for the README figure)

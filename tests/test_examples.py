@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from examples_standin import CountingFileSystem, build_standin, densepose_map
+from examples_standin import CountingFileSystem, RemoteLikeFileSystem, build_standin, densepose_map
 from parts2whole import examples
 
 
@@ -107,6 +107,21 @@ def test_fetch_reads_only_the_wanted_members(standin, tmp_path):
     assert set(first.parts) == set(first.masks) and first.sample_id.endswith("_front")
     with Image.open(manifest.path(first.pose)) as pose:
         assert pose.mode == "RGB" and pose.getextrema()[2][1] <= 24  # the IUV map as it is (I in blue)
+
+
+def test_buffered_remote_files_fetch_only_the_ranges_asked(standin, tmp_path):
+    """The Hub path: HfFileSystem files are fsspec buffered files (5 MB read-ahead by default); the fetcher
+    opens them without read-ahead, so each read is exactly one range request."""
+    fs = RemoteLikeFileSystem()
+    manifest = examples.fetch_examples(fs, str(standin), cache_root=tmp_path / "cache")
+    assert len(manifest.examples) == 8 and fs.bytes_fetched == manifest.transfer["bytes_read"]
+    for name, item in manifest.transfer["archives"].items():
+        fetched = sum(end - start for path, start, end in fs.fetches if Path(path).name == name)
+        assert fetched == item["bytes_read"] < 0.05 * item["archive_bytes"], name
+        assert item["requests"] == len([f for f in fs.fetches if Path(f[0]).name == name])
+    with fs.open(str(standin / "face.zip"), "rb") as default:  # what a plain open would have cost
+        default.read(100)
+    assert fs.fetches[-1][2] - fs.fetches[-1][1] > 1_000_000
 
 
 def test_second_start_uses_the_cache_without_reading(standin, tmp_path):

@@ -24,11 +24,11 @@ from test_app_browser import CHROMIUM_ARGS, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIM
 
 
 @contextlib.contextmanager
-def _app_with_examples(cache_root: Path, log_path: Path):
+def _app_with_examples(cache_root: Path, log_path: Path, **env: str):
     port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--weights", "tiny", "--port", str(port)],
-                                   cwd=REPO_ROOT, env=app_env(P2W_EXAMPLES_DIR=str(cache_root)), stdout=log,
+                                   cwd=REPO_ROOT, env=app_env(P2W_EXAMPLES_DIR=str(cache_root), **env), stdout=log,
                                    stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
         try:
@@ -146,3 +146,22 @@ def test_pose_gallery_fills_the_pose_slot_and_the_bundle_says_where_it_came_from
     assert parameters["dataset_sources"]["face"]["sample"] == manifest.examples[0].sample_id
     assert parameters["mask_sources"]["face"] == "given"  # the dataset's mask went in with the face
     page.close()
+
+
+def test_a_fetch_at_start_swaps_the_photo_examples_in(browser, tmp_path):
+    """Empty cache, a local copy of the dataset (P2W_EXAMPLES_SOURCE): the app starts without waiting for the
+    fetch, which runs in the background, and the page then shows the photo examples and their poses."""
+    root = tmp_path / "dataset"
+    build_standin(root)
+    cache_root = tmp_path / "cache"
+    log_path = tmp_path / "app.log"
+    with _app_with_examples(cache_root, log_path, P2W_EXAMPLES_SOURCE=str(root)) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, timeout=PAGE_LOAD_TIMEOUT_MS)
+        _wait_text(page.locator("#examples-note"), "Photo examples: 8 test samples")
+        assert page.locator("#examples button.thumbnail-item").count() == 8
+        assert page.locator("#pose-gallery button.thumbnail-item").count() == 24
+        assert "real photo first" in page.locator("#examples").inner_text()
+        page.close()
+    assert examples.load_manifest(examples.cache_folder(root=cache_root)) is not None
+    assert "Photo examples ready: 8 examples, 24 poses" in log_path.read_text()
