@@ -193,6 +193,24 @@ def test_unreadable_dataset_gives_one_note_and_the_drawn_examples(standin, tmp_p
     assert len(content["poses"]) == len(content["examples"]) and all(p["path"].endswith("pose.png") for p in content["poses"])
 
 
+class _DroppingFileSystem(CountingFileSystem):
+    """The connection drops while one archive is read."""
+
+    def record(self, path, start, end):
+        super().record(path, start, end)
+        if Path(path).name == "shoes.zip" and self.bytes_of("shoes.zip") > 20_000:
+            raise ConnectionError("connection reset by peer")
+
+
+def test_an_interrupted_transfer_caches_nothing_and_is_tried_again(standin, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(examples.ExampleFetchError, match="interrupted .*shoes.*ConnectionError"):
+        examples.fetch_examples(_DroppingFileSystem(), str(standin), cache_root=cache)
+    assert examples.load_manifest(examples.cache_folder(root=cache)) is None
+    manifest = examples.fetch_examples(CountingFileSystem(), str(standin), cache_root=cache)  # the next start
+    assert len(manifest.examples) == 8 and not manifest.notes
+
+
 def test_every_example_damaged_is_a_failure_not_a_traceback(standin, tmp_path):
     root = _copy(standin, tmp_path)
     (root / "densepose.zip").write_bytes(b"not a zip at all" * 100)
