@@ -914,7 +914,7 @@ def _font(size: int):
 
 
 def example_card(target: Image.Image, pose: Image.Image, parts: list[Image.Image], height: int = CARD_HEIGHT) -> Image.Image:
-    """The gallery thumbnail: the real photo (green band: "REAL PHOTO · ground truth"), a thin gap, the pose
+    """The gallery thumbnail: the real photo (green band: "REAL PHOTO / ground truth"), a thin gap, the pose
     map, then the part photos in a two-row grid."""
 
     def fit(image: Image.Image, box_h: int, box_w: int | None = None) -> Image.Image:
@@ -925,7 +925,7 @@ def example_card(target: Image.Image, pose: Image.Image, parts: list[Image.Image
         return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                             Image.Resampling.LANCZOS)
 
-    band = max(18, height // 9)
+    band = max(28, height // 7)  # two lines of text under the photo
     photo = fit(target, height - band)
     pose_tile = fit(pose, height - band)
     rows = 2
@@ -938,8 +938,10 @@ def example_card(target: Image.Image, pose: Image.Image, parts: list[Image.Image
     card.paste(photo, (0, 0))
     draw = ImageDraw.Draw(card)
     draw.rectangle((0, height - band, photo.width, height), fill=GROUND_TRUTH_BAND)
-    font = _font(max(9, band // 2))
-    draw.text((4, height - band + 2), f"{REAL_PERSON_LABEL} · {REAL_PERSON_SUBLABEL}", fill=(255, 255, 255), font=font)
+    font = _font(max(9, band * 2 // 5))
+    line = band // 2
+    draw.text((4, height - band + 1), REAL_PERSON_LABEL, fill=(255, 255, 255), font=font)
+    draw.text((4, height - band + line), REAL_PERSON_SUBLABEL, fill=(255, 255, 255), font=font)
     x = photo.width + gap
     card.paste(pose_tile, (x, 0))
     draw.text((x + 4, height - band + 2), "DensePose", fill=(60, 60, 60), font=font)
