@@ -974,7 +974,12 @@ class Snapshot:
 
 class ExampleLibrary:
     """The examples the app shows: the cache when complete, else a background fetch (never waited for)
-    while the cartoons are shown; a failed fetch is logged once and leaves the cartoons."""
+    while the cartoons are shown; a failed fetch is logged once and leaves the cartoons.
+
+    Why a background fetch at start rather than at build time (Spaces' `preload_from_hub`, a Docker step):
+    it works the same everywhere (local, Docker, Spaces), costs the start-up nothing, and `preload_from_hub`
+    can only download whole files, while the examples are members of multi-GB zips. Build-time prefetching
+    stays possible with `python -m parts2whole examples fetch` (the Dockerfile's PREFETCH_EXAMPLES)."""
 
     def __init__(self, revision: str = DATASET_REVISION, cache_root: Path | None = None,
                  count: int = DEFAULT_EXAMPLE_COUNT, poses: int = DEFAULT_POSE_COUNT,
