@@ -40,6 +40,9 @@ RUN useradd --create-home --uid 1000 app \
     && mkdir -p /data \
     && chown -R app /data /app
 USER app
+# Optional: bake the photo examples into the image (needs Hub access while building; see the README).
+ARG PREFETCH_EXAMPLES=0
+RUN if [ "$PREFETCH_EXAMPLES" = "1" ]; then python -m parts2whole examples fetch; fi
 VOLUME ["/data"]
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"

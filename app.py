@@ -30,6 +30,7 @@ if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: `spaces` must be 
 import gradio as gr
 from PIL import Image, ImageChops
 
+from parts2whole import examples as examples_module
 from parts2whole import studio as studio_module
 from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
@@ -83,6 +84,9 @@ MASK_THRESHOLD = 127
 PREVIEW_MAX_SIDE = 768
 #: Pose maps made from photos are at least this long (the pipeline scales them to the output).
 POSE_MAP_MIN_SIDE = 768
+#: While the photo examples are being fetched, each open page asks every this many seconds whether they are ready.
+EXAMPLES_POLL_S = 3.0
+GROUND_TRUTH_LABEL = "The real person · dataset photo (ground truth, not generated)"
 
 CSS = """
 .slot-card { border-radius: 12px; }
@@ -97,6 +101,7 @@ CSS = """
 #run-status p { margin: 0; }
 .brush-hint p { margin: 0; font-size: 0.9em; }
 .mask-message p, #pose-kind p { margin: 0; font-size: 0.9em; }
+#examples-note p { margin: 0; font-size: 0.88em; color: #555; }
 .click-mode { padding-top: 2px !important; padding-bottom: 2px !important; }
 .click-mode .wrap { gap: 4px !important; }
 .click-mode label { padding: 2px 8px !important; font-size: 0.88em; }
@@ -350,6 +355,11 @@ def make_tool_handlers(label: str, service: PreprocessingService):
             tools = new_tool_state(service.start_state(image, studio_module.default_mask(image)))
             return outputs(image, None, "transparency", tools,
                            "Cut-out: its transparency is used. Click to refine, or try *Automatic mask*.")
+        dataset_mask = examples_module.dataset_mask_path(image)  # a photo example: the dataset's own mask
+        if dataset_mask:
+            mask = load_mask(dataset_mask, image.size, what="dataset mask").mask
+            tools = new_tool_state(service.start_state(image, mask.point(lambda v: 255 if v > MASK_THRESHOLD else 0)))
+            return outputs(image, mask, "dataset mask", tools, "The dataset's own mask of this part. Click to refine it.")
         return run_auto_mask(image)
 
     @_friendly_errors
@@ -557,6 +567,9 @@ def make_pose_handlers(service: PreprocessingService):
         if state.get("from_photo") and state.get("map_key") == pixel_hash(pose_map):
             note = service.structure_note(state.get("kind") or "openpose", from_photo=True)
             return gr.update(value=note, visible=True), gr.skip(), state
+        dataset_note = _dataset_pose_note(pose_map)
+        if dataset_note:
+            return gr.update(value=dataset_note, visible=True), gr.update(value=None, visible=False), new_pose_state()
         return kind_note(pose_map, False), gr.update(value=None, visible=False), new_pose_state()
 
     @_friendly_errors
@@ -772,6 +785,7 @@ def make_generate(studio: studio_module.Studio, service: PreprocessingService | 
         except Exception:  # noqa: BLE001 - the bundle is still useful without them
             logger.exception("could not describe the pose map")
             pose_parameters, pose_files = {}, {}
+        pose_parameters.update(_dataset_sources(references, structure))
         bundle = _write_bundle(result, {label: Path(path).name for label, path in files.items() if path},
                                mask_sources, pose_parameters, pose_files)
         session.update(runs=session["runs"] + 1, last_seed=result.request.seed)
@@ -813,13 +827,16 @@ def make_used_inputs(service: PreprocessingService | None = None):
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One folder of assets/examples: part images by label, a pose map, a prompt and a thumbnail."""
+    """One example: part images by label, a pose map, a prompt and a thumbnail. Drawn ones come from a
+    folder of assets/examples; photo ones from the dataset (parts2whole.examples), with the real photo."""
 
     title: str
     parts: dict[str, str]
     pose: str
     prompt: str
     thumbnail: str
+    target: str | None = None  # the dataset's real photo of the person (ground truth), photo examples only
+    sample_id: str | None = None
 
 
 def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
@@ -837,27 +854,120 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
     return examples
 
 
-def make_example_loader(examples: list[Example]):
-    def load_example(evt: gr.SelectData):
-        """Fill every slot from the example clicked in the gallery (slots it lacks are emptied)."""
-        example = examples[evt.index]
-        return [example.parts.get(label) for label in PART_LABELS] + [example.pose, example.prompt]
+def make_example_loader(examples: list[Example] | None = None):
+    def load_example(shown: dict | None, evt: gr.SelectData):
+        """Fill every slot from the example clicked in the gallery (slots it lacks are emptied), and show
+        the real photo of a photo example next to it."""
+        listed = (shown or {}).get("examples") or examples or []
+        if evt is None or evt.index is None or not 0 <= evt.index < len(listed):
+            return [gr.skip()] * (len(PART_LABELS) + 3)
+        example = listed[evt.index]
+        truth = (gr.update(value=example.target, visible=True, label=GROUND_TRUTH_LABEL) if example.target
+                 else gr.update(value=None, visible=False))
+        return [example.parts.get(label) for label in PART_LABELS] + [example.pose, example.prompt, truth]
 
     return load_example
+
+
+def photo_examples(manifest: examples_module.Manifest) -> list[Example]:
+    return [Example(title=item.title, parts={label: manifest.path(path) for label, path in item.parts.items()},
+                    pose=manifest.path(item.pose), prompt=item.prompt, thumbnail=manifest.path(item.card),
+                    target=manifest.path(item.target), sample_id=item.sample_id) for item in manifest.examples]
+
+
+def shown_content(snapshot: examples_module.Snapshot) -> dict:
+    """What one page shows: the photo examples and their poses when fetched, else the drawn ones."""
+    manifest = snapshot.manifest
+    if manifest is not None and manifest.examples:
+        examples = photo_examples(manifest)
+        poses = [{"path": manifest.path(p.pose), "thumbnail": manifest.path(p.thumbnail), "label": p.label,
+                  "sample": p.sample_id} for p in manifest.poses]
+    else:
+        examples = load_examples()
+        poses = [{"path": e.pose, "thumbnail": e.pose, "label": f"{e.title} (drawn)", "sample": None} for e in examples]
+    return {"version": snapshot.version, "examples": examples, "poses": poses, "note": snapshot.note,
+            "photos": manifest is not None and bool(manifest.examples)}
+
+
+def _example_items(content: dict) -> list[tuple[str, str]]:
+    if content["photos"]:
+        return [(e.thumbnail, f"{e.title} · real photo first") for e in content["examples"]]
+    return [(e.thumbnail, e.title) for e in content["examples"]]
+
+
+def _pose_items(content: dict) -> list[tuple[str, str]]:
+    return [(p["thumbnail"], p["label"]) for p in content["poses"]]
+
+
+def make_examples_refresh(library: examples_module.ExampleLibrary):
+    """On page load and on each timer tick while fetching: swap in the photo examples once they are there."""
+
+    def refresh(shown: dict | None):
+        snapshot = library.snapshot()
+        timer = gr.Timer(active=snapshot.state == examples_module.STATE_FETCHING)
+        if shown and shown.get("version") == snapshot.version:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), timer
+        content = shown_content(snapshot)
+        return (gr.update(value=_example_items(content)), gr.update(value=content["note"]),
+                gr.update(value=_pose_items(content)), content, timer)
+
+    return refresh
+
+
+def load_pose_from_gallery(shown: dict | None, evt: gr.SelectData):
+    """The pose clicked in the pose gallery goes into the Pose slot (its kind note follows)."""
+    poses = (shown or {}).get("poses") or []
+    if evt is None or evt.index is None or not 0 <= evt.index < len(poses):
+        return gr.skip()
+    return poses[evt.index]["path"]
+
+
+def _dataset_pose_note(pose_map: Image.Image) -> str | None:
+    source = examples_module.dataset_source(pose_map)
+    if not source or "DensePose" not in source.get("role", ""):
+        return None
+    return (f"✓ **DensePose map** of a real person (test sample `{source['sample']}` of the dataset): "
+            "the kind of map the released model reads.")
+
+
+def _dataset_sources(references: dict, structure: Image.Image | None) -> dict:
+    """For the bundle: which dataset sample each input came from (the photo examples and the pose gallery)."""
+    try:
+        found = {label: examples_module.dataset_source(image) for label, image in references.items()}
+        found["pose"] = examples_module.dataset_source(structure)
+    except Exception:  # noqa: BLE001 - provenance is a nice-to-have, never a failure
+        logger.exception("could not trace the inputs to the dataset")
+        return {}
+    found = {key: value for key, value in found.items() if value}
+    if not found:
+        return {}
+    extra = {"dataset_sources": found}
+    if "pose" in found:
+        extra["pose_source"] = f"{found['pose']['dataset']}@{found['pose']['revision'][:7]} test sample {found['pose']['sample']}"
+    return extra
 
 
 # ----------------------------------------------------------------------------------------- layout
 
 
-def build_demo(studio: studio_module.Studio, service: PreprocessingService | None = None) -> gr.Blocks:
-    """The whole UI around one studio. Nothing per-user lives outside `gr.State`."""
+def build_demo(studio: studio_module.Studio, service: PreprocessingService | None = None,
+               library: examples_module.ExampleLibrary | None = None) -> gr.Blocks:
+    """The whole UI around one studio. Nothing per-user lives outside `gr.State`.
+
+    `library`: the photo examples (default: the dataset's, fetched in the background when not cached; the
+    drawn examples are shown until they are there)."""
     if service is None:
         service = PreprocessingService(studio)
         service.warm_up_in_background()
+    if library is None:
+        library = examples_module.ExampleLibrary()
+        library.start_background_fetch()
     tiny = studio.is_tiny
     default_size = TINY_DEFAULT_SIZE if tiny else DEFAULT_SIZE
     default_steps = TINY_DEFAULT_STEPS if tiny else studio_module.DEFAULT_STEPS
-    gr.set_static_paths([EXAMPLES_DIR])  # served from assets/ as they are, never expired from the cache
+    library.cache_dir.mkdir(parents=True, exist_ok=True)
+    # Served as they are (assets/ and the fetched photo examples), never expired from the cache.
+    gr.set_static_paths([EXAMPLES_DIR, library.cache_dir])
     with gr.Blocks(title=APP_TITLE, delete_cache=(BUNDLE_MAX_AGE_S, BUNDLE_MAX_AGE_S)) as demo:
         session = gr.State(new_session())
         gr.Markdown(INTRO)
@@ -869,13 +979,15 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
             banner += " " + service.banner_note()
         gr.Markdown(banner or "", visible=bool(banner), elem_id="tiny-model-banner")
 
-        examples = load_examples()
-        example_gallery = None
-        if examples:
-            example_gallery = gr.Gallery(
-                [(example.thumbnail, example.title) for example in examples], label="Examples · click one to fill the slots",
-                columns=6, fit_columns=False, height=230, allow_preview=False, object_fit="contain", interactive=False,
-                elem_id="examples", buttons=[])
+        content = shown_content(library.snapshot())
+        shown_examples = gr.State(content)  # per page: what its galleries show (swapped when the fetch ends)
+        example_gallery = gr.Gallery(
+            _example_items(content), label="Examples · click one to fill the slots", columns=4, fit_columns=False,
+            height=250, allow_preview=False, object_fit="contain", interactive=False, elem_id="examples", buttons=[])
+        examples_note = gr.Markdown(content["note"], elem_id="examples-note")
+        ground_truth = gr.Image(label=GROUND_TRUTH_LABEL, interactive=False, visible=False, height=300,
+                                elem_id="example-ground-truth", buttons=["fullscreen"])
+        examples_timer = gr.Timer(EXAMPLES_POLL_S, active=library.snapshot().state == examples_module.STATE_FETCHING)
 
         slots: list[PartSlot] = []
         with gr.Row(equal_height=False):
@@ -894,6 +1006,10 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
                 pose_photo = gr.UploadButton("Make a pose map from a photo", file_types=["image"], size="sm",
                                              elem_id="pose-from-photo")
                 gr.Markdown(POSE_HELP, elem_id="pose-help")
+                pose_gallery = gr.Gallery(  # photo examples: DensePose maps of real test targets; else the drawn ones
+                    _pose_items(content), label="Pose gallery · DensePose maps of real people, click one",
+                    columns=8, height=150, allow_preview=False, object_fit="contain", interactive=False,
+                    elem_id="pose-gallery", buttons=[])
                 pose_state = gr.State(new_pose_state())
                 prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="prompt",
                                     placeholder="e.g. a woman in a red shirt, high quality, realistic")
@@ -956,9 +1072,17 @@ def build_demo(studio: studio_module.Studio, service: PreprocessingService | Non
             gr.Button(visible=False).click(pose_tools[f"{pose_kind_name}_from_photo"], [pose_photo, size], pose_outputs,
                                            api_name=f"pose_{pose_kind_name}_from_photo", **preprocess)
 
-        if example_gallery is not None:
-            example_gallery.select(make_example_loader(examples), None, [slot.image for slot in slots] + [pose, prompt],
-                                   api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        example_gallery.select(make_example_loader(), shown_examples,
+                               [slot.image for slot in slots] + [pose, prompt, ground_truth],
+                               api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        pose_gallery.select(load_pose_from_gallery, shown_examples, pose, api_visibility="private",
+                            concurrency_limit=None, show_progress="hidden")
+        refresh_examples = make_examples_refresh(library)
+        refreshed = [example_gallery, examples_note, pose_gallery, shown_examples, examples_timer]
+        demo.load(refresh_examples, shown_examples, refreshed, api_visibility="private", concurrency_limit=None,
+                  show_progress="hidden")
+        examples_timer.tick(refresh_examples, shown_examples, refreshed, api_visibility="private",
+                            concurrency_limit=None, show_progress="hidden")
 
         generate_inputs = []
         for slot in slots:

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
     output.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
     add_pose_command(commands)
+    add_examples_commands(commands)
 
     from . import batch
 
@@ -396,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s")
     try:
         # `batch` sets its own handler; the others are looked up by name.
-        handler = getattr(args, "handler", None) or {"generate": run_generate, "pose": run_pose}[args.command]
+        handler = getattr(args, "handler", None) or {"generate": run_generate, "pose": run_pose,
+                                                      "examples": run_examples}[args.command]
         return handler(args)
     except (Parts2WholeInputError, CheckpointError) as error:
         print(f"{PROG} {args.command}: error: {_one_line(error)}", file=sys.stderr)
@@ -410,6 +412,80 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG} {args.command}: failed ({type(error).__name__}): {_one_line(error)[:500]} "
               f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+
+
+# ----------------------------------------------------------------------------- examples (parts2whole.examples)
+
+
+def add_examples_commands(commands) -> None:
+    """`examples fetch [--count N]` and `examples list`: the app's photo examples, prefetched or shown."""
+    from . import examples
+
+    group = commands.add_parser(
+        "examples", help="fetch or list the photo examples (test samples of the Parts2Whole dataset)",
+        description=f"Photo examples for the app: {examples.DEFAULT_EXAMPLE_COUNT} test samples of {examples.DATASET_ID} "
+                    f"(parts, masks, DensePose map, caption, real photo) and {examples.DEFAULT_POSE_COUNT} DensePose "
+                    "maps for the pose gallery, read member by member from the dataset's zip archives and cached "
+                    "under <weights>/examples (P2W_WEIGHTS_DIR, or P2W_EXAMPLES_DIR).")
+    actions = group.add_subparsers(dest="examples_command", metavar="ACTION", parser_class=_OneLineErrorParser,
+                                   required=True)
+    fetch = actions.add_parser("fetch", help="fetch the selection into the cache (prepares offline machines, images)")
+    fetch.add_argument("--count", type=int, default=examples.DEFAULT_EXAMPLE_COUNT,
+                       help=f"examples (default {examples.DEFAULT_EXAMPLE_COUNT})")
+    fetch.add_argument("--poses", type=int, default=examples.DEFAULT_POSE_COUNT,
+                       help=f"pose gallery maps (default {examples.DEFAULT_POSE_COUNT})")
+    fetch.add_argument("--source", default=None, metavar="DIR",
+                       help="read a local copy of the dataset (a folder with test.jsonl and the zips) instead of the Hub")
+    listing = actions.add_parser("list", help="print what is cached")
+    for action in (fetch, listing):
+        action.add_argument("--revision", default=examples.DATASET_REVISION,
+                            help=f"dataset commit (default: the pinned {examples.DATASET_REVISION[:12]})")
+        action.add_argument("--cache", default=None, help="cache folder (default: <weights>/examples)")
+
+
+def run_examples(args: argparse.Namespace) -> int:
+    from . import examples
+
+    cache_root = Path(args.cache) if args.cache else None
+    if args.examples_command == "fetch":
+        if args.count < 1 or args.poses < 0:
+            raise Parts2WholeInputError("--count must be at least 1 and --poses at least 0.")
+        fs, root = None, None
+        if args.source:
+            if not Path(args.source).is_dir():
+                raise Parts2WholeInputError(f"--source {args.source}: no such folder.")
+            fs, root = examples.local_file_system(args.source)
+        try:
+            manifest = examples.fetch_examples(fs, root, revision=args.revision, count=args.count, poses=args.poses,
+                                               cache_root=cache_root, progress=lambda line: print(line, file=sys.stderr))
+        except examples.ExampleFetchError as error:
+            print(f"{PROG} examples fetch: failed: {_one_line(error)}", file=sys.stderr)
+            return EXIT_FAILED
+        for note in manifest.notes:
+            print(f"note: {note}", file=sys.stderr)
+        _print_manifest(manifest)
+        return EXIT_OK
+    manifest = examples.load_manifest(examples.cache_folder(args.revision, cache_root))
+    if manifest is None:
+        print(f"No photo examples cached in {examples.cache_folder(args.revision, cache_root)} "
+              f"(run: {PROG} examples fetch).")
+        return EXIT_OK
+    _print_manifest(manifest)
+    return EXIT_OK
+
+
+def _print_manifest(manifest) -> None:
+    from . import examples
+
+    print(f"{manifest.dataset}@{manifest.revision} in {manifest.folder} (fetched {manifest.fetched_at})")
+    print(f"{len(manifest.examples)} examples:")
+    for example in manifest.examples:
+        print(f"  {example.sample_id:<48} {example.title}; parts: {', '.join(example.parts)}")
+    print(f"{len(manifest.poses)} poses:")
+    for pose in manifest.poses:
+        print(f"  {pose.sample_id:<48} {pose.label}")
+    for line in examples.format_transfer(manifest.transfer):
+        print(line)
 
 
 def _one_line(error: BaseException) -> str:

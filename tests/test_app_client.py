@@ -96,5 +96,6 @@ def test_examples_fill_every_slot_and_the_prompt(app_module):
     examples = app_module.load_examples()
     assert len(examples) >= 3
     loader = app_module.make_example_loader(examples)
-    values = loader(type("Select", (), {"index": 0})())
-    assert len(values) == 6 + 2 and values[-2].endswith("pose.png") and values[-1]
+    values = loader(None, type("Select", (), {"index": 0})())
+    assert len(values) == 6 + 3 and values[-3].endswith("pose.png") and values[-2]
+    assert values[-1]["visible"] is False  # a drawn example has no real photo to show
