@@ -28,8 +28,11 @@ from gradio_client.utils import Status  # noqa: E402
 handle = gradio_client.handle_file
 
 SESSIONS = 10
-#: Hard bound for the whole concurrent phase (10 tiny generations are serialised by the GPU queue).
-TIME_LIMIT_S = 240
+#: Hang guard for the whole concurrent phase (10 tiny generations are serialised by the GPU queue): minutes
+#: on a quiet machine; generous, so a busy machine is slow, never failed.
+TIME_LIMIT_S = 900
+#: Per-request HTTP timeout of the session clients: ten sessions queue behind each other on two busy cores.
+HTTP_TIMEOUT_S = 300
 STEPS = 2
 REPLAYED_SESSIONS = 2
 
@@ -80,7 +83,8 @@ def _run_session(index: int, inputs: SessionInputs, url: str, deadline: float, d
         return max(1.0, deadline - time.monotonic())
 
     try:
-        client = gradio_client.Client(url, verbose=False, download_files=str(downloads / f"s{index}"))
+        client = gradio_client.Client(url, verbose=False, download_files=str(downloads / f"s{index}"),
+                                      httpx_kwargs={"timeout": HTTP_TIMEOUT_S})
         record = results[index] = {}
 
         # The preview of its own picture (no mask yet: the whole picture is used, so the preview IS the picture).
