@@ -43,13 +43,12 @@ NO_PERSON_MESSAGE = "No person found in the photo: upload a photo of one whole p
 
 #: Hub mirror of detectron2's model-zoo file (IDM-VTON ships it for its own DensePose step).
 DENSEPOSE_REPO_ID = "yisol/IDM-VTON"
-#: Stands for "no commit pinned yet": no commit hash of the mirror could be looked up when this was
-#: written (offline; the public code and pages searched only ever use ``main``). While
-#: :data:`DENSEPOSE_REVISION` is this placeholder, downloads use ``main`` and say so in the log.
+#: Stands for "no commit pinned" (kept so a fork can unpin: downloads then use ``main`` and say so).
 UNPINNED_REVISION_PLACEHOLDER = "0" * 40
-#: Commit of :data:`DENSEPOSE_REPO_ID` downloaded by default (``revision=`` overrides it). TO DO: replace
-#: the placeholder with a real commit of yisol/IDM-VTON holding :data:`DENSEPOSE_FILENAME`.
-DENSEPOSE_REVISION = UNPINNED_REVISION_PLACEHOLDER
+#: Commit of :data:`DENSEPOSE_REPO_ID` downloaded by default (``revision=`` overrides it): the snapshot that
+#: public IDM-VTON set-ups load ``densepose/model_final_162be9.pkl`` from (their Hugging Face cache paths
+#: ``models--yisol--IDM-VTON/snapshots/<commit>/densepose/...``); not checked against the Hub from here.
+DENSEPOSE_REVISION = "585a32e74aee241cbc0d0cc3ab21392ca58c916a"
 #: What is downloaded while no commit is pinned.
 FALLBACK_REVISION = "main"
 #: The checkpoint's path inside the mirror (the model zoo's own file name).
