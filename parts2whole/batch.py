@@ -488,16 +488,6 @@ def line_arguments(line: ManifestLine, manifest_dir: Path, defaults: argparse.Na
     return args
 
 
-def _apply_scheduler(request, args: argparse.Namespace):
-    """Pass a manifest's `scheduler` on when the studio's GenerationRequest has such a field."""
-    scheduler = getattr(args, "scheduler", None)
-    if scheduler is None:
-        return request
-    if "scheduler" not in {field.name for field in dataclasses.fields(request)}:
-        raise Parts2WholeInputError("scheduler: this version of parts2whole has no scheduler choice; drop the key.")
-    return dataclasses.replace(request, scheduler=scheduler)
-
-
 class LineRunner:
     """Runs manifest lines on one Studio (one pipeline) and writes their outputs: the work of one worker."""
 
@@ -524,7 +514,7 @@ class LineRunner:
         started = time.perf_counter()
         try:
             args = line_arguments(line, self.manifest_dir, self.defaults)
-            request = _apply_scheduler(cli.load_request(args), args)
+            request = cli.load_request(args)  # a manifest's scheduler is one of the generate options
             result = self.studio.generate(request)
             paths = cli.output_paths(Path(f"{line.id}.png"), len(result.images))
             parameters = cli.output_parameters(result, paths, args) | {

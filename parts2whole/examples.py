@@ -56,25 +56,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .dataset_layout import HUB_DATASET_ID, PART_FOLDERS
 from .labels import PART_LABELS
 
 logger = logging.getLogger("parts2whole.examples")
 
-DATASET_ID = "huanngzh/DeepFashion-MultiModal-Parts2Whole"
+DATASET_ID = HUB_DATASET_ID
 #: The dataset commit read by default: the latest commit of `main` ("Update README.md", 2024-05-26) when this
 #: module was written. Pinned so the selection (and the bytes read) do not change under our feet.
 DATASET_REVISION = "1f3d6f3d9ac8043dbc8c9ab45dff4a0dd5b39a77"
 DATASET_LICENSE = "Apache-2.0 (dataset card); images from DeepFashion-MultiModal"
 TEST_INDEX = "test.jsonl"
-#: Folder (and zip name, without .zip) of each part label in the dataset.
-PART_FOLDERS = {
-    "face": "face",
-    "hair or headwear": "hair_headwear",
-    "upper body clothes": "upper_body_clothes",
-    "lower body clothes": "lower_body_clothes",
-    "whole body clothes": "whole_body_clothes",
-    "shoes": "shoes",
-}
 TARGET_FOLDER = "images"
 DENSEPOSE_KEY = "densepose"
 ARCHIVE_SUFFIX = ".zip"

@@ -48,12 +48,12 @@ def app_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_app(*args: str, log_path: Path | None = None):
-    """Yield the URL of `python app.py --weights tiny --port N ...`; stop it afterwards."""
+def running_app(*args: str, log_path: Path | None = None, **env: str):
+    """Yield the URL of `python app.py --weights tiny --port N ...` (extra environment in `env`); stop it afterwards."""
     port = free_port()
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--weights", "tiny", "--port", str(port),
-                                *args], cwd=REPO_ROOT, env=app_env(), stdout=log, stderr=subprocess.STDOUT)
+                                *args], cwd=REPO_ROOT, env=app_env(**env), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

@@ -308,19 +308,11 @@ def test_a_batch_of_bad_lines_exits_2_and_records_each(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_scheduler_key_is_refused_clearly_until_the_studio_has_one(tmp_path, monkeypatch):
-    import dataclasses
-
-    from parts2whole import studio
-
-    line = batch.ManifestLine(number=1, id="x", values={"face": "f.png", "pose": "p.png", "scheduler": "ddim"})
-    args = batch.line_arguments(line, tmp_path, batch.generate_defaults())
-    request = studio.GenerationRequest(references={}, structure=None)
-    if "scheduler" in {field.name for field in dataclasses.fields(studio.GenerationRequest)}:
-        assert batch._apply_scheduler(request, args).scheduler == "ddim"
-    else:
-        with pytest.raises(batch.Parts2WholeInputError, match="no scheduler choice"):
-            batch._apply_scheduler(request, args)
+def test_a_manifest_scheduler_becomes_the_generate_option(tmp_path):
+    line = batch.ManifestLine(number=1, id="x", values={"face": "f.png", "pose": "p.png", "scheduler": "dpmpp_2m"})
+    assert batch.line_arguments(line, tmp_path, batch.generate_defaults()).scheduler == "dpmpp_2m"
+    plain = batch.ManifestLine(number=2, id="y", values={"face": "f.png", "pose": "p.png"})
+    assert batch.line_arguments(plain, tmp_path, batch.generate_defaults()).scheduler == "ddim"
 
 
 # --------------------------------------------------------------------------------------------- outputs

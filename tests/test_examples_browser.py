@@ -6,52 +6,21 @@ bundle of a generation says which dataset sample the pose came from.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from app_fixtures import REPO_ROOT, SERVER_START_TIMEOUT_S, app_env, free_port
+from app_fixtures import running_app
 from examples_standin import CountingFileSystem, build_standin
 from parts2whole import examples
 from test_app_browser import CHROMIUM_ARGS, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, _chromium_or_skip
 
 
-@contextlib.contextmanager
 def _app_with_examples(cache_root: Path, log_path: Path, **env: str):
-    port = free_port()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--weights", "tiny", "--port", str(port)],
-                                   cwd=REPO_ROOT, env=app_env(P2W_EXAMPLES_DIR=str(cache_root), **env), stdout=log,
-                                   stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"app.py exited with code {process.returncode}: {log_path.read_text()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"app.py did not answer on {url} (log: {log_path})")
-                time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    return running_app(log_path=log_path, P2W_EXAMPLES_DIR=str(cache_root), **env)
 
 
 @pytest.fixture(scope="module")

@@ -34,19 +34,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..dataset_layout import HUB_DATASET_ID, PART_FOLDERS
 from ..image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels
 from ..labels import PART_LABELS, canonical_label
 
-HUB_DATASET_ID = "huanngzh/DeepFashion-MultiModal-Parts2Whole"
-#: Folder of each part label in the Hub dataset (one zip each).
-PART_FOLDERS = {
-    "face": "face",
-    "hair or headwear": "hair_headwear",
-    "upper body clothes": "upper_body_clothes",
-    "lower body clothes": "lower_body_clothes",
-    "whole body clothes": "whole_body_clothes",
-    "shoes": "shoes",
-}
 #: Zips a DWPose/OpenPose run needs: targets, parts and the index files (not densepose/ or segm/).
 TRAINING_DOWNLOAD_PATTERNS = ["*.jsonl", "images.zip", *(f"{folder}.zip" for folder in PART_FOLDERS.values())]
 #: Masks below this maximum (out of 1) are treated as an absent part: the pipeline refuses empty masks too.
