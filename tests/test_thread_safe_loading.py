@@ -110,4 +110,5 @@ def test_models_built_in_other_threads_while_the_pipeline_loads_are_whole(tiny_c
     assert not problems, problems[:10]
     assert len(loads) == LOADS
     assert all(count >= 1 for count in rounds.values()), rounds
+    print(f"{len(loads)} pipeline loads; built meanwhile: {rounds}")
     assert torch.get_default_dtype() == torch.float32
