@@ -65,3 +65,16 @@ def tiny_pipe(tiny_checkpoint):
     from parts2whole import Parts2WholePipeline
 
     return Parts2WholePipeline.from_pretrained(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny_studio():
+    """A Studio on the tiny model (built into the repo's weights/ once), loaded, for one test module."""
+    from app_fixtures import WEIGHTS_DIR
+    from parts2whole.studio import WEIGHTS_DIR_ENV, Studio
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WEIGHTS_DIR_ENV, str(WEIGHTS_DIR))
+        studio = Studio("tiny", device="cpu")
+        studio.pipeline()
+    return studio

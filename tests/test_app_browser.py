@@ -60,6 +60,15 @@ def app_url():
     return shared_app_url()
 
 
+def download_bundle(page, tmp_path) -> Path:
+    """Click *Download bundle (.zip)* and save what the browser receives."""
+    with page.expect_download(timeout=PAGE_LOAD_TIMEOUT_MS) as download_info:
+        page.get_by_role("button", name="Download bundle (.zip)").click()
+    bundle = Path(tmp_path / "bundle.zip")
+    download_info.value.save_as(bundle)
+    return bundle
+
+
 def _slot_file_input(page, label: str):
     """The file input inside the block whose label reads exactly `label` (what a person sees)."""
     block = page.locator(".block", has=page.locator("[data-testid='block-label']", has_text=label)).filter(
@@ -107,13 +116,9 @@ def test_upload_generate_and_download_in_chromium(browser, app_url, tmp_path):
     image = page.locator("#result-gallery img").first
     assert image.evaluate("img => img.complete && img.naturalWidth > 0")
 
-    with page.expect_download(timeout=PAGE_LOAD_TIMEOUT_MS) as download_info:
-        page.get_by_role("button", name="Download bundle (.zip)").click()
-    bundle = Path(tmp_path / "bundle.zip")
-    download_info.value.save_as(bundle)
-    with zipfile.ZipFile(bundle) as archive:
-        parameters = json.loads(archive.read("parameters.json"))
-        assert "results/result_0.png" in archive.namelist()
+    bundle = download_bundle(page, tmp_path)
+    parameters = json.loads(zipfile.ZipFile(bundle).read("parameters.json"))
+    assert "results/result_0.png" in zipfile.ZipFile(bundle).namelist()
     assert parameters["parts"] == ["face", "upper body clothes"] and parameters["steps"] == steps
 
     page.screenshot(path=str(tmp_path / "after-generate.png"), full_page=True)

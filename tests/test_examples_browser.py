@@ -16,7 +16,7 @@ import pytest
 from app_fixtures import running_app
 from examples_standin import CountingFileSystem, build_standin
 from parts2whole import examples
-from test_app_browser import CHROMIUM_ARGS, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, _chromium_or_skip
+from test_app_browser import download_bundle, CHROMIUM_ARGS, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, _chromium_or_skip
 
 
 def _app_with_examples(cache_root: Path, log_path: Path, **env: str):
@@ -104,11 +104,7 @@ def test_pose_gallery_fills_the_pose_slot_and_the_bundle_says_where_it_came_from
 
     page.get_by_role("button", name="Generate").click()
     page.locator("#run-status").get_by_text("Done").wait_for(timeout=GENERATION_TIMEOUT_MS)
-    with page.expect_download(timeout=PAGE_LOAD_TIMEOUT_MS) as download_info:
-        page.get_by_role("button", name="Download bundle (.zip)").click()
-    bundle = tmp_path / "bundle.zip"
-    download_info.value.save_as(bundle)
-    with zipfile.ZipFile(bundle) as archive:
+    with zipfile.ZipFile(download_bundle(page, tmp_path)) as archive:
         parameters = json.loads(archive.read("parameters.json"))
     assert parameters["dataset_sources"]["pose"]["sample"] == pose.sample_id
     assert pose.sample_id in parameters["pose_source"] and examples.DATASET_ID in parameters["pose_source"]

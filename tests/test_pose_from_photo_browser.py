@@ -8,7 +8,7 @@ import json
 import zipfile
 
 from app_fixtures import example_file
-from test_app_browser import GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, app_url, browser  # noqa: F401 - fixtures
+from test_app_browser import download_bundle, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, app_url, browser  # noqa: F401 - fixtures
 from test_pose_from_photo import person_photo
 
 
@@ -32,11 +32,7 @@ def test_pose_slot_makes_a_densepose_map_from_a_photo_and_generate_uses_it(brows
     page.locator("#face-mask-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
     page.get_by_role("button", name="Generate").click()
     page.locator("#run-status").get_by_text("Done").wait_for(timeout=GENERATION_TIMEOUT_MS)
-    with page.expect_download(timeout=PAGE_LOAD_TIMEOUT_MS) as download_info:
-        page.get_by_role("button", name="Download bundle (.zip)").click()
-    bundle = tmp_path / "bundle.zip"
-    download_info.value.save_as(bundle)
-    with zipfile.ZipFile(bundle) as archive:
+    with zipfile.ZipFile(download_bundle(page, tmp_path)) as archive:
         parameters = json.loads(archive.read("parameters.json"))
     assert parameters["pose_source"] == "DensePose from a photo" and parameters["structure_kind"] == "densepose"
     made = parameters["pose_map"]

@@ -48,23 +48,6 @@ def odd_files(tmp_path_factory):
     return write_files(tmp_path_factory.mktemp("odd"), odd_file_bytes())
 
 
-@pytest.fixture(scope="module")
-def tiny_studio():
-    import os
-
-    previous = os.environ.get("P2W_WEIGHTS_DIR")
-    os.environ["P2W_WEIGHTS_DIR"] = str(WEIGHTS_DIR)
-    try:
-        studio = Studio("tiny", device="cpu")
-        studio.pipeline()
-    finally:
-        if previous is None:
-            os.environ.pop("P2W_WEIGHTS_DIR", None)
-        else:
-            os.environ["P2W_WEIGHTS_DIR"] = previous
-    return studio
-
-
 def small_request(**overrides) -> GenerationRequest:
     values = dict(references={"face": Image.open(example_file("face"))}, structure=Image.open(example_file("pose")),
                   prompt="a person", seed=1, steps=1, height=64, width=64)

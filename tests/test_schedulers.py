@@ -16,7 +16,7 @@ from parts2whole import Parts2WholeInputError
 from parts2whole import schedulers as scheduler_table
 from parts2whole.cli import EXIT_BAD_INPUT, main
 from parts2whole.schedulers import SCHEDULER_NAMES, build_scheduler, canonical_scheduler_name
-from parts2whole.studio import GenerationRequest, Studio
+from parts2whole.studio import GenerationRequest
 
 SIZE = 64
 STEPS = 3
@@ -178,23 +178,6 @@ def test_concurrent_generations_with_different_samplers_do_not_interfere(tiny_pi
 
 
 # ------------------------------------------------------------------------------------------ studio and CLI
-
-
-@pytest.fixture(scope="module")
-def tiny_studio():
-    import os
-
-    previous = os.environ.get("P2W_WEIGHTS_DIR")
-    os.environ["P2W_WEIGHTS_DIR"] = str(WEIGHTS_DIR)
-    try:
-        studio = Studio("tiny", device="cpu")
-        studio.pipeline()
-    finally:
-        if previous is None:
-            os.environ.pop("P2W_WEIGHTS_DIR", None)
-        else:
-            os.environ["P2W_WEIGHTS_DIR"] = previous
-    return studio
 
 
 def studio_request(**overrides) -> GenerationRequest:
