@@ -23,6 +23,9 @@ $(TEST_STAMP): requirements-test.txt requirements-ray.txt $(RUNTIME_STAMP)
 
 venv: $(RUNTIME_STAMP)
 
+# A checkout keeps its downloads in its own weights/ (parts2whole/core/weights.py: the one rule).
+export P2W_WEIGHTS_DIR ?= $(CURDIR)/weights
+
 run: $(RUNTIME_STAMP)
 	$(BIN)/python app.py $(ARGS)
 

@@ -32,11 +32,11 @@ from PIL import Image, ImageChops
 
 from parts2whole import examples as examples_module
 from parts2whole import studio as studio_module
-from parts2whole.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
-from parts2whole.labels import PART_LABELS, UI_SLOT_NAMES
-from parts2whole.preprocessing_service import BOX, EXCLUDE, INCLUDE, PreprocessingService
-from parts2whole.schedulers import DEFAULT_SCHEDULER, FAST_SCHEDULER, FAST_STEPS, SCHEDULERS
-from parts2whole.validation import MAX_IMAGE_PIXELS
+from parts2whole.core.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
+from parts2whole.core.labels import PART_LABELS, UI_SLOT_NAMES
+from parts2whole.studio.preprocessing import BOX, EXCLUDE, INCLUDE, PreprocessingService
+from parts2whole.model.schedulers import DEFAULT_SCHEDULER, FAST_SCHEDULER, FAST_STEPS, SCHEDULERS
+from parts2whole.model.validation import MAX_IMAGE_PIXELS
 from preprocess.images import load_image, load_mask
 
 logger = logging.getLogger("parts2whole.app")
@@ -540,7 +540,7 @@ def _pose_map_size(size: str | None) -> tuple[int, int]:
 def make_pose_handlers(service: PreprocessingService):
     """The Pose slot: say which kind of map it holds; turn a photo into the kind of map the model reads
     (a DensePose map for the released model, an OpenPose-style DWPose skeleton for an OpenPose checkpoint)."""
-    from parts2whole.preprocessing_service import POSE_TOOLS
+    from parts2whole.studio.preprocessing import POSE_TOOLS
     from preprocess.images import pixel_hash
 
     def kind_note(pose_map: Image.Image, from_photo: bool) -> dict:
@@ -708,7 +708,7 @@ def _pose_details(service: PreprocessingService | None, structure: Image.Image |
     DensePose box in photo pixels and its score), and DWPose keypoints."""
     if service is None or structure is None:
         return {}, {}
-    from parts2whole.preprocessing_service import POSE_TOOLS
+    from parts2whole.studio.preprocessing import POSE_TOOLS
     from preprocess.images import pixel_hash
 
     state = pose_state or {}

@@ -65,17 +65,17 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from parts2whole import Parts2WholePipeline, ReferenceEncoding  # noqa: E402
-from parts2whole.allocator import tune_cpu_allocator  # noqa: E402
-from parts2whole.attention import (  # noqa: E402
+from parts2whole.model.allocator import tune_cpu_allocator  # noqa: E402
+from parts2whole.model.attention import (  # noqa: E402
     NUM_IMAGE_TOKENS, DecoupledCrossAttnProcessor, ReferenceFeatures, ReferenceRecorder, ReferenceRecordingComplete, SharedAttention,
     SharedSelfAttnProcessor, self_attention_blocks,
 )
-from parts2whole.image_processing import clip_pixels, reference_pixels_and_mask  # noqa: E402
-from parts2whole.loading import build_reference_unet, build_unet  # noqa: E402
-from parts2whole.models import PoseGuider  # noqa: E402
-from parts2whole.performance import LATENT_FACTOR, estimate_peak_gpu_memory, optimize_pipeline  # noqa: E402
-from parts2whole.pipeline import REFERENCE_TIMESTEP  # noqa: E402
-from parts2whole.tiny import CLIP_MEAN, CLIP_STD, SCHEDULER_CONFIG, build_tiny_checkpoint  # noqa: E402
+from parts2whole.model.image_processing import clip_pixels, reference_pixels_and_mask  # noqa: E402
+from parts2whole.model.loading import build_reference_unet, build_unet  # noqa: E402
+from parts2whole.model.models import PoseGuider  # noqa: E402
+from parts2whole.model.performance import LATENT_FACTOR, estimate_peak_gpu_memory, optimize_pipeline  # noqa: E402
+from parts2whole.model.pipeline import REFERENCE_TIMESTEP  # noqa: E402
+from parts2whole.model.tiny import CLIP_MEAN, CLIP_STD, SCHEDULER_CONFIG, build_tiny_checkpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_ROOT = REPO_ROOT.parent / "shared" / "golden"
@@ -783,7 +783,7 @@ def main(argv=None) -> int:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     dtype = getattr(torch, args.dtype)
-    allocator = ("tuned (parts2whole.allocator; P2W_KEEP_MALLOC_DEFAULTS=1 to compare)" if tune_cpu_allocator()
+    allocator = ("tuned (parts2whole.model.allocator; P2W_KEEP_MALLOC_DEFAULTS=1 to compare)" if tune_cpu_allocator()
                  else "the C library's defaults")
     build_start = time.perf_counter()
     pipe = build_sd15_pipeline(dtype, "cpu" if args.cpu_offload else args.device)

@@ -1,15 +1,15 @@
 """parts2whole: customized full-body portraits from part references (Parts2Whole on diffusers).
 
 The pipeline (torch, diffusers, transformers) is imported on first use, so light modules such as
-`parts2whole.errors` and `parts2whole.labels` stay cheap to import (preprocess/ and the CLI's --help use them).
+`parts2whole.core.errors` and `parts2whole.core.labels` stay cheap to import (preprocess/ and the CLI's --help use them).
 """
 
 from importlib import import_module
 
-from .errors import CheckpointError, Parts2WholeInputError
-from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
+from .core.errors import CheckpointError, Parts2WholeInputError
+from .core.labels import MAX_REFERENCES, PART_LABELS, canonical_label
 
-_LAZY = {"Parts2WholePipeline": ".pipeline", "Parts2WholePipelineOutput": ".pipeline", "ReferenceEncoding": ".pipeline"}
+_LAZY = {"Parts2WholePipeline": ".model.pipeline", "Parts2WholePipelineOutput": ".model.pipeline", "ReferenceEncoding": ".model.pipeline"}
 
 __all__ = [
     "CheckpointError",

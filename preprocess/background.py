@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from parts2whole.errors import CheckpointError
+from parts2whole.core.errors import CheckpointError
 
 from .images import ImageSource, load_image
 

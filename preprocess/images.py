@@ -14,7 +14,7 @@ Rules (all limits are module constants so the UI can quote them):
 * Files larger than :data:`MAX_FILE_BYTES` are refused before they are read.
 * Only raster formats in :data:`ALLOWED_FORMATS` are decoded; SVG and PDF get a message that says
   to export a PNG/JPEG; zero-byte, truncated and non-image files get a clear message too. All of
-  these raise :class:`~parts2whole.errors.Parts2WholeInputError`.
+  these raise :class:`~parts2whole.core.errors.Parts2WholeInputError`.
 * EXIF orientation is applied (a phone photo taken upright is upright).
 * Animated images (GIF, APNG, WebP) use their first frame.
 * Modes are normalised: P, PA, L, LA, 1, CMYK, YCbCr, I;16, I, F, RGBa ... become ``RGB``, or
@@ -41,12 +41,12 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from parts2whole.errors import Parts2WholeInputError
+from parts2whole.core.errors import Parts2WholeInputError
 # The pixel limit and the mask shape tolerance are the validation layer's (defined once, quoted here):
 # MAX_IMAGE_PIXELS is the largest accepted image in pixels (width * height); above it the pixels are
 # never decoded. MASK_ASPECT_TOLERANCE is the relative aspect-ratio difference under which a mask of
 # another size is resized to its image.
-from parts2whole.validation import MASK_ASPECT_TOLERANCE, MAX_IMAGE_PIXELS
+from parts2whole.core.limits import MASK_ASPECT_TOLERANCE, MAX_IMAGE_PIXELS
 
 #: Smallest accepted side, in pixels. Models downscale to 224..1024; below this nothing is left.
 MIN_IMAGE_SIDE = 8

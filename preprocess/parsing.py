@@ -5,7 +5,7 @@ Model: ``mattmdjaga/segformer_b2_clothes`` on the Hugging Face Hub, run through 
 process. Its 18 classes (checked against the model's ``config.id2label``) are listed in
 :data:`PARSER_CLASS_NAMES`. Classes are looked up BY NAME in the loaded model's ``id2label``, so a
 re-trained parser with the same names in another order still works, and one missing a name needed
-by the table is refused with :class:`~parts2whole.errors.CheckpointError`.
+by the table is refused with :class:`~parts2whole.core.errors.CheckpointError`.
 
 The part table (:data:`PART_TO_PARSER_CLASSES`) and its edge cases:
 
@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from parts2whole.errors import CheckpointError
-from parts2whole.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UPPER, WHOLE, canonical_label
+from parts2whole.core.errors import CheckpointError
+from parts2whole.core.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UPPER, WHOLE, canonical_label
 
 from .images import ImageSource, flatten_alpha, load_image, pixel_hash
 from .masks import clean_mask, mask_to_image
-from .weights import weights_dir
+from parts2whole.core.weights import weights_dir
 
 if TYPE_CHECKING:
     import torch
@@ -123,12 +123,12 @@ class HumanParser:
     def __init__(self, model_path: str | Path, *, device: str = "cpu") -> None:
         from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
 
-        from parts2whole.loading import load_transformers_model
+        from parts2whole.core.checkpoints import load_transformers_model
 
         self.device = device
         self.processor = SegformerImageProcessor.from_pretrained(str(model_path))
         # Not SegformerForSemanticSegmentation.from_pretrained: it patches torch's init functions for every
-        # thread while it builds (see parts2whole.loading). Older parser repos ship only a pickle, read
+        # thread while it builds (see parts2whole.model.loading). Older parser repos ship only a pickle, read
         # with torch.load(weights_only=True).
         self.model = load_transformers_model(SegformerForSemanticSegmentation, Path(model_path), "human parser",
                                              allow_torch_file=True).to(device)

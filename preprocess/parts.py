@@ -21,8 +21,8 @@ from typing import Literal
 
 from PIL import Image
 
-from parts2whole.errors import CheckpointError
-from parts2whole.labels import canonical_label
+from parts2whole.core.errors import CheckpointError
+from parts2whole.core.labels import canonical_label
 
 from .images import ImageSource, flatten_alpha, is_empty_mask, load_image, pixel_hash
 from .parsing import HumanParser, auto_part_mask, get_parser

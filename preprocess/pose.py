@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from parts2whole.labels import FACE, HAIR, LOWER, SHOES, UPPER, WHOLE, canonical_label
+from parts2whole.core.labels import FACE, HAIR, LOWER, SHOES, UPPER, WHOLE, canonical_label
 
 from .images import ImageSource, flatten_alpha, load_image
 from .sam import Click
-from .weights import hub_file
+from parts2whole.core.weights import hub_file
 
 #: Hub repository of DWPose's ONNX models.
 DWPOSE_REPO_ID = "yzd-v/DWPose"

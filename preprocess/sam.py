@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
 
 from .images import ImageSource, flatten_alpha, load_image, pixel_hash
 from .masks import mask_to_image
-from .weights import hub_file
+from parts2whole.core.weights import hub_file
 
 if TYPE_CHECKING:
     import torch

@@ -1,7 +1,7 @@
 """Tiny preprocessing models in the real formats, built in code in seconds (no download).
 
 They stand in for the real models when the weights cannot be had (Hub unreachable, or the app runs
-with ``--weights tiny``), exactly like ``parts2whole.tiny`` does for the diffusion model: every
+with ``--weights tiny``), exactly like ``parts2whole.model.tiny`` does for the diffusion model: every
 preprocessing tool still runs end to end through the real code paths, and results are rough
 placeholders. The tests build their models from here too.
 

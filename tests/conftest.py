@@ -14,6 +14,9 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The parity fixtures live in ../shared/golden next to the checkout (override with P2W_GOLDEN).
 GOLDEN_ROOT = Path(os.environ.get("P2W_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
+#: Everything the suite downloads or builds (tiny checkpoints, conversions) goes to the checkout's weights/,
+#: as under `make test`, rather than the user cache a plain `pytest` would otherwise fill.
+os.environ.setdefault("P2W_WEIGHTS_DIR", str(REPO_ROOT / "weights"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -55,7 +58,7 @@ def golden_pipe(golden_root):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from parts2whole.tiny import build_tiny_checkpoint
+    from parts2whole.model.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-parts2whole", seed=0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parts2whole.allocator import KEEP_MALLOC_DEFAULTS_ENV
+from parts2whole.model.allocator import KEEP_MALLOC_DEFAULTS_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ CHURN_SCRIPT = """
 import json, resource, sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from parts2whole.allocator import tune_cpu_allocator
+from parts2whole.model.allocator import tune_cpu_allocator
 tuned = tune_cpu_allocator()
 again = tune_cpu_allocator()
 net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(c, c2, 3, padding=1), torch.nn.GroupNorm(4, c2), torch.nn.SiLU())
@@ -55,6 +55,6 @@ def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
 
 
 def test_building_a_pipeline_tunes_the_allocator(tiny_pipe):
-    from parts2whole import allocator
+    from parts2whole.model import allocator
 
     assert allocator._tuned is (platform.libc_ver()[0] == "glibc")

@@ -130,8 +130,8 @@ class FakeStudio:
 
 
 def test_real_weights_that_cannot_be_downloaded_fall_back_to_tiny_models(monkeypatch):
-    from parts2whole.errors import CheckpointError
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.core.errors import CheckpointError
+    from parts2whole.studio.preprocessing import PreprocessingService
     from preprocess import parsing
 
     def unreachable(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_real_weights_that_cannot_be_downloaded_fall_back_to_tiny_models(monkeyp
 
 def test_tiny_studio_means_tiny_preprocessing_and_the_banner_says_so(tmp_path):
     import app
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.studio.preprocessing import PreprocessingService
 
     service = PreprocessingService(FakeStudio(tiny=True, folder=str(tmp_path)), tiny_folder=tmp_path / "unused")
     assert service.uses_tiny_models and "tiny random models" in service.banner_note()
@@ -169,7 +169,7 @@ def test_tiny_studio_means_tiny_preprocessing_and_the_banner_says_so(tmp_path):
 
 def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
     import app
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.studio.preprocessing import PreprocessingService
 
     service = PreprocessingService(FakeStudio(tiny=True), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
     tools = app.make_tool_handlers("shoes", service)
@@ -191,8 +191,8 @@ def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
 
 def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypatch):
     from parts2whole import studio as studio_module
-    from parts2whole.pipeline import Parts2WholePipeline
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.model.pipeline import Parts2WholePipeline
+    from parts2whole.studio.preprocessing import PreprocessingService
     from parts2whole.train.export import METADATA_NAME
 
     (tmp_path / METADATA_NAME).write_text(json.dumps({"structure_kind": "openpose"}))
@@ -215,7 +215,7 @@ def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypa
 
 def test_pose_slot_keeps_a_map_and_turns_a_photo_into_a_labelled_skeleton(tmp_path):
     import app
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.studio.preprocessing import PreprocessingService
 
     from parts2whole.train.export import METADATA_NAME
 

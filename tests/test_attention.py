@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from parts2whole.attention import BANK_DTYPE, ReferenceFeatures, SharedAttention, SharedSelfAttnProcessor
+from parts2whole.model.attention import BANK_DTYPE, ReferenceFeatures, SharedAttention, SharedSelfAttnProcessor
 
 BLOCK = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
 CHANNELS, HEADS, OWN_TOKENS, REF_TOKENS, NUM_REFS = 16, 2, 12, 10, 3

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as functional
 from PIL import Image
 
+import preprocess.densepose.checkpoint as checkpoint_module
 import preprocess.densepose.estimator as estimator_module
 from densepose_reference import (
     D1,
@@ -35,7 +36,8 @@ from densepose_reference import (
     shared_available,
     weights_digest,
 )
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.weights import weights_dir
 from preprocess.densepose import (
     DENSEPOSE_FILENAME,
     DENSEPOSE_REPO_ID,
@@ -197,8 +199,8 @@ def test_real_size_model_finds_nobody_on_a_plain_backdrop(d1_estimator):
 
 @needs_shared
 def test_checked_pickle_is_cached_as_safetensors(d1_checkpoint, d1_estimator):
-    cached = d1_checkpoint.with_name(d1_checkpoint.name + ".safetensors")
-    assert cached.is_file()
+    cached = checkpoint_module._converted_path(d1_checkpoint)
+    assert cached.is_file() and cached.is_relative_to(weights_dir())
     from_cache = read_checkpoint(d1_checkpoint)
     assert len(from_cache) == len(expected_shapes())
     state = d1_estimator.model.state_dict()

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import case_kwargs, load_case
-from parts2whole.attention import BANK_DTYPE
-from parts2whole.image_processing import clip_pixels, reference_pixels_and_mask, structure_pixels
+from parts2whole.model.attention import BANK_DTYPE
+from parts2whole.model.image_processing import clip_pixels, reference_pixels_and_mask, structure_pixels
 
 CASES = ["G1", "G2", "G3"]
 

@@ -10,9 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from parts2whole import CheckpointError, Parts2WholePipeline
-from parts2whole import loading
-from parts2whole.loading import build_reference_unet, build_unet
-from parts2whole.models import PoseGuider
+from parts2whole.model import loading
+from parts2whole.model.loading import build_reference_unet, build_unet
+from parts2whole.model.models import PoseGuider
 from tolerances import assert_same_run
 
 

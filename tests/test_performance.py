@@ -1,4 +1,4 @@
-"""The speed/memory options of `parts2whole.performance` keep the output, and the benchmark's re-enactment
+"""The speed/memory options of `parts2whole.model.performance` keep the output, and the benchmark's re-enactment
 of the official schedule computes the golden function (so its timings compare like with like)."""
 
 import json
@@ -11,9 +11,9 @@ from PIL import Image
 
 from conftest import case_kwargs, load_case
 from parts2whole import Parts2WholePipeline
-from parts2whole.attention import SharedSelfAttnProcessor
-from parts2whole.loading import build_reference_unet, build_unet
-from parts2whole.performance import COMPILED_REGIONS, estimate_peak_gpu_memory, is_compiled, optimize_pipeline
+from parts2whole.model.attention import SharedSelfAttnProcessor
+from parts2whole.model.loading import build_reference_unet, build_unet
+from parts2whole.model.performance import COMPILED_REGIONS, estimate_peak_gpu_memory, is_compiled, optimize_pipeline
 
 PARITY_ATOL = 1e-4
 #: bfloat16 keeps 8 mantissa bits: on the tiny random model the image moves by ~1e-3 on average and a few
@@ -65,7 +65,7 @@ def test_vae_slicing_keeps_the_output(fresh_pipe, tiny_pipe, two_parts):
 
 def test_references_are_encoded_one_at_a_time_with_the_batched_result(tiny_pipe, two_parts):
     """One VAE encode per reference (lower peak memory, fewer CPU page faults) gives the latents of one batch."""
-    from parts2whole.image_processing import reference_pixels_and_mask
+    from parts2whole.model.image_processing import reference_pixels_and_mask
 
     references, masks = two_parts
     batch_sizes = []
@@ -142,7 +142,7 @@ def sd15_components(golden_root):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from parts2whole.models import PoseGuider
+    from parts2whole.model.models import PoseGuider
 
     config = json.loads((golden_root / "sd15_state_dict_shapes.json").read_text())
     unet = build_unet(config["unet_config"], decoupled=True)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import case_kwargs, load_case
 from parts2whole import PART_LABELS, Parts2WholeInputError
-from parts2whole.attention import self_attention_blocks
+from parts2whole.model.attention import self_attention_blocks
 from tolerances import assert_same_run
 
 

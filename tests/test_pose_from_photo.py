@@ -86,7 +86,7 @@ def openpose_checkpoint(folder):
 
 
 def fixed_service(people: int = 1, folder: str = "unused"):
-    from parts2whole.preprocessing_service import DENSEPOSE, PreprocessingService
+    from parts2whole.studio.preprocessing import DENSEPOSE, PreprocessingService
 
     service = PreprocessingService(FakeStudio(tiny=True, folder=folder), tiny_folder=TINY_FOLDER)
     service._models[DENSEPOSE] = FixedEstimator(people)
@@ -97,7 +97,7 @@ def fixed_service(people: int = 1, folder: str = "unused"):
 
 
 def test_the_photo_becomes_the_kind_of_map_the_model_reads(tmp_path):
-    from parts2whole.preprocessing_service import PreprocessingService
+    from parts2whole.studio.preprocessing import PreprocessingService
     from preprocess.structure import structure_kind_of
 
     photo = Image.open(person_photo(tmp_path))
@@ -117,14 +117,14 @@ def test_the_photo_becomes_the_kind_of_map_the_model_reads(tmp_path):
     assert structure_kind_of(made.pose_map) == "openpose" and made.details["weights"] == "tiny"
     assert made.details["box"] is None and made.details["people_found"] == made.people >= 1
     # An explicit kind wins over the model's (a fixed DensePose estimator: the tiny one ran above).
-    from parts2whole.preprocessing_service import DENSEPOSE
+    from parts2whole.studio.preprocessing import DENSEPOSE
 
     fine_tuned._models[DENSEPOSE] = FixedEstimator()
     assert fine_tuned.pose_from_photo(photo, (192, 128), "densepose").details["weights"] == "fixed"
 
 
 def test_the_densepose_map_is_fitted_keeping_the_aspect_without_new_values():
-    from parts2whole.preprocessing_service import fit_map, make_pose_map
+    from parts2whole.studio.preprocessing import fit_map, make_pose_map
 
     photo = Image.new("RGB", (300, 200), (120, 130, 140))  # landscape photo, portrait output
     made = make_pose_map(photo, "densepose", (192, 128), densepose=FixedEstimator())
@@ -288,7 +288,7 @@ def test_endpoints_make_each_kind_and_generate_records_the_densepose_map(client,
     from gradio_client import handle_file
 
     import app
-    from parts2whole.preprocessing_service import fit_map
+    from parts2whole.studio.preprocessing import fit_map
     from preprocess.densepose import load_tiny_densepose
     from preprocess.structure import structure_kind_of
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from parts2whole.errors import CheckpointError
+from parts2whole.core.errors import CheckpointError
 from preprocess import background
 from preprocess.background import BackgroundRemover, remove_background
 from preprocess.tiny import SIDE_OUTPUTS, U2NET_SIDE, TinyRedSubjectNet

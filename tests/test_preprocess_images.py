@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from parts2whole.errors import Parts2WholeInputError
+from parts2whole.core.errors import Parts2WholeInputError
 from preprocess import images
 from preprocess.images import (
     MAX_IMAGE_PIXELS,

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest_preprocess import FACE_CLASS, save_tiny_parser
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
-from parts2whole.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UPPER, WHOLE
+from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UPPER, WHOLE
 from preprocess import parsing
 from preprocess.parsing import (
     PARSER_CLASS_NAMES,

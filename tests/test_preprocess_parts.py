@@ -107,7 +107,7 @@ def test_pose_fallback_can_be_switched_off(models):
 
 
 def test_unavailable_pose_weights_fall_back_to_asking_for_a_click(models, monkeypatch):
-    from parts2whole.errors import CheckpointError
+    from parts2whole.core.errors import CheckpointError
     from preprocess import pose
 
     def offline():

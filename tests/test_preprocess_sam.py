@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest_preprocess import build_tiny_sam
 from tolerances import assert_masks_agree
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
 from preprocess import sam as sam_module
 from preprocess.sam import (
     SAM_CHECKPOINT_FILES,

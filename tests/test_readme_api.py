@@ -13,7 +13,7 @@ import re
 import pytest
 
 from app_fixtures import REPO_ROOT, shared_app_url
-from parts2whole.labels import PART_LABELS
+from parts2whole.core.labels import PART_LABELS
 
 gradio_client = pytest.importorskip("gradio_client")
 

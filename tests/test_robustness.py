@@ -24,8 +24,8 @@ from app_fixtures import REPO_ROOT, WEIGHTS_DIR, app_env, example_file
 from bad_files import bad_file_bytes, odd_file_bytes, write_files
 from parts2whole import studio as studio_module
 from parts2whole.cli import EXIT_BAD_INPUT, main as cli_main
-from parts2whole.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
-from parts2whole.labels import PART_LABELS
+from parts2whole.core.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
+from parts2whole.core.labels import PART_LABELS
 from parts2whole.studio import GenerationRequest, Studio
 from preprocess.images import load_image, load_mask
 
@@ -365,8 +365,8 @@ def test_every_hub_download_defaults_to_a_commit_not_a_branch():
 
 def test_readme_limits_match_the_code():
     import app
-    from parts2whole.labels import MAX_REFERENCES
-    from parts2whole.validation import MAX_IMAGE_PIXELS
+    from parts2whole.core.labels import MAX_REFERENCES
+    from parts2whole.model.validation import MAX_IMAGE_PIXELS
     from preprocess.images import MAX_FILE_BYTES, MIN_IMAGE_SIDE
 
     readme = (REPO_ROOT / "README.md").read_text()

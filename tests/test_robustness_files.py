@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from parts2whole.errors import Parts2WholeInputError
-from parts2whole.validation import MAX_IMAGE_PIXELS
+from parts2whole.core.errors import Parts2WholeInputError
+from parts2whole.model.validation import MAX_IMAGE_PIXELS
 from preprocess.images import MIN_IMAGE_SIDE, load_image, load_mask
 
 EXAMPLES = 300

@@ -13,9 +13,9 @@ from PIL import Image
 
 from app_fixtures import WEIGHTS_DIR, example_file
 from parts2whole import Parts2WholeInputError
-from parts2whole import schedulers as scheduler_table
+from parts2whole.model import schedulers as scheduler_table
 from parts2whole.cli import EXIT_BAD_INPUT, main
-from parts2whole.schedulers import SCHEDULER_NAMES, build_scheduler, canonical_scheduler_name
+from parts2whole.model.schedulers import SCHEDULER_NAMES, build_scheduler, canonical_scheduler_name
 from parts2whole.studio import GenerationRequest
 
 SIZE = 64

@@ -13,7 +13,7 @@ from PIL import Image
 from app_fixtures import WEIGHTS_DIR, example_file
 from tolerances import assert_same_pixels
 from parts2whole import studio as studio_module
-from parts2whole.errors import Parts2WholeInputError
+from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.studio import (
     GenerationRequest, ReferenceCache, ResolvedWeights, Studio, choose_device, resolve_weights,
 )

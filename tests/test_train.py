@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from parts2whole import PART_LABELS, Parts2WholePipeline
-from parts2whole.attention import ReferenceFeatures, SharedAttention
-from parts2whole.image_processing import ClipImageSettings
-from parts2whole.loading import WEIGHTS_NAME, load_components
+from parts2whole.model.attention import ReferenceFeatures, SharedAttention
+from parts2whole.model.image_processing import ClipImageSettings
+from parts2whole.model.loading import WEIGHTS_NAME, load_components
 from parts2whole.train.config import DropoutConfig, config_from_dict, load_config
 from parts2whole.train.convert_dwpose import convert_index
 from parts2whole.train.dataset import PART_FOLDERS, PartsToWholeDataset

@@ -13,7 +13,7 @@ from transformers import (
     BitImageProcessor, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config, Dinov2Model,
 )
 
-from parts2whole.image_processing import ClipImageSettings
+from parts2whole.model.image_processing import ClipImageSettings
 from parts2whole.train.dataset import PartsToWholeDataset
 from parts2whole.train.evaluate import GENERATED_NAME, TARGET_NAME, generate_pairs, read_pairs, score_pairs, write_scores
 from parts2whole.train.metrics import (

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from parts2whole import Parts2WholeInputError
-from parts2whole.labels import PART_LABELS
-from parts2whole.validation import MAX_IMAGE_PIXELS, check_request
+from parts2whole.core.labels import PART_LABELS
+from parts2whole.model.validation import MAX_IMAGE_PIXELS, check_request
 
 #: Each request must be judged well within this many seconds (no decoding, no model work).
 SECONDS_PER_CHECK = 0.5

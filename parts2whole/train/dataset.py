@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..dataset_layout import HUB_DATASET_ID, PART_FOLDERS
-from ..image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels
-from ..labels import PART_LABELS, canonical_label
+from ..core.dataset_layout import HUB_DATASET_ID, PART_FOLDERS
+from ..model.image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels
+from ..core.labels import PART_LABELS, canonical_label
 
 #: Zips a DWPose/OpenPose run needs: targets, parts and the index files (not densepose/ or segm/).
 TRAINING_DOWNLOAD_PATTERNS = ["*.jsonl", "images.zip", *(f"{folder}.zip" for folder in PART_FOLDERS.values())]

@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "generate":
-        from ..image_processing import ClipImageSettings
-        from ..pipeline import Parts2WholePipeline
+        from ..model.image_processing import ClipImageSettings
+        from ..model.pipeline import Parts2WholePipeline
         from .dataset import PartsToWholeDataset, resolve_dataset_root
         from .export import read_structure_kind
 

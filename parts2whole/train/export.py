@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..loading import (  # noqa: F401 - read_structure_kind and DEFAULT_STRUCTURE_KIND are re-exported
+from ..model.loading import (  # noqa: F401 - read_structure_kind and DEFAULT_STRUCTURE_KIND are re-exported
     DECOUPLED_KEY_MARKER, DECOUPLED_WEIGHTS_NAME, DEFAULT_STRUCTURE_KIND, METADATA_NAME, WEIGHTS_NAME, read_structure_kind,
 )
 

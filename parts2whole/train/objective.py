@@ -16,9 +16,9 @@ from diffusers import DDIMScheduler
 from torch import nn
 from torch.nn import functional as F
 
-from ..attention import NUM_IMAGE_TOKENS
-from ..labels import PART_LABELS
-from ..models import added_to_conv_in
+from ..model.attention import NUM_IMAGE_TOKENS
+from ..core.labels import PART_LABELS
+from ..model.models import added_to_conv_in
 from .config import DropoutConfig
 from .references import record_references
 

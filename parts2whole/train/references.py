@@ -22,7 +22,7 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from torch.nn import functional as F
 
-from ..attention import (
+from ..model.attention import (
     ReferenceRecorder, ReferenceRecordingComplete, SharedSelfAttnProcessor, _check_plain_layout, _merge_heads, _output,
     _split_heads, mask_token_weights, self_attention_blocks,
 )

@@ -27,10 +27,10 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from diffusers.optimization import get_scheduler
 from torch.utils.data import DataLoader
 
-from ..image_processing import ClipImageSettings
-from ..labels import PART_LABELS
-from ..loading import load_components, resolve_checkpoint
-from ..pipeline import Parts2WholePipeline
+from ..model.image_processing import ClipImageSettings
+from ..core.labels import PART_LABELS
+from ..model.loading import load_components, resolve_checkpoint
+from ..model.pipeline import Parts2WholePipeline
 from .config import TrainConfig, config_to_dict, load_config
 from .dataset import PartsToWholeDataset, resolve_dataset_root
 from .export import export_checkpoint
@@ -305,7 +305,7 @@ def export_training_state(config: TrainConfig, state: str | Path, destination: s
     e.g. the step whose validation images look best."""
     from safetensors.torch import load_file
 
-    from ..loading import load_state_dict_strict
+    from ..model.loading import load_state_dict_strict
 
     state = Path(state)
     base_folder = resolve_checkpoint(config.base_checkpoint)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..pipeline import Parts2WholePipeline
+from ..model.pipeline import Parts2WholePipeline
 from .dataset import PartsToWholeDataset
 
 

@@ -4,7 +4,7 @@ A model-zoo ``.pkl`` is a Python pickle of ``{"model": {name: numpy float32 arra
 A pickle is a program: ``pickle.load`` would run whatever callables it names. :class:`ArrayUnpickler`
 resolves only the handful of globals that rebuild numpy arrays and dtypes (plus ``OrderedDict`` and
 the latin-1 ``_codecs.encode`` that protocol-2 pickles use for bytes) and refuses any other global
-with :class:`~parts2whole.errors.CheckpointError` *before* anything is called, so a crafted file
+with :class:`~parts2whole.core.errors.CheckpointError` *before* anything is called, so a crafted file
 cannot run code. Arrays must be plain numeric arrays (no object dtype).
 
 The tensors are then checked against the checkpoint's table of names and shapes
@@ -13,13 +13,14 @@ unexpected or mis-shaped tensor is a ``CheckpointError`` that names it. The only
 the anchor generator's ``cell_anchors.{0..4}`` ([3, 4] each) that detectron2 saved in early 2020,
 and only when they equal the anchors this implementation computes.
 
-After a successful check of a ``.pkl``, a safetensors copy is cached next to it (when the folder is
-writable), so later loads memory-map that instead of unpickling; the copy records the size and
+After a successful check of a ``.pkl``, a safetensors copy is cached in the weights folder
+(``parts2whole.core.weights``), so later loads memory-map that instead of unpickling; the copy records the size and
 modification time of the file it came from and is ignored once they change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -33,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from parts2whole.errors import CheckpointError
+from parts2whole.core.errors import CheckpointError
+from parts2whole.core.weights import weights_dir
 
 from .model import ANCHOR_SIZES, cell_anchors
 
@@ -47,8 +49,11 @@ MODEL_KEY = "model"
 CELL_ANCHORS_PREFIX = "proposal_generator.anchor_generator.cell_anchors."
 #: Absolute tolerance (pixels) when comparing stored cell anchors with the computed ones.
 CELL_ANCHORS_TOLERANCE = 1e-3
-#: Suffix of the cached safetensors conversion of a ``.pkl`` (``model_final_162be9.pkl.safetensors``).
+#: The cached safetensors conversion of a ``.pkl``: ``<weights dir>/densepose/converted/<stem>-<key>.pkl.safetensors``.
+CONVERTED_SUBFOLDER = "densepose/converted"
 CONVERTED_SUFFIX = ".safetensors"
+#: Hex digits of the source path's hash in the conversion's name.
+CONVERTED_KEY_CHARS = 16
 #: Metadata keys of the cached conversion.
 SOURCE_SIZE_KEY, SOURCE_MTIME_KEY = "source_size", "source_mtime_ns"
 #: How many names an error message lists before "and N more".
@@ -146,7 +151,11 @@ def read_pickle_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _converted_path(path: Path) -> Path:
-    return path.with_name(path.name + CONVERTED_SUFFIX)
+    """Where the conversion of ``path`` is cached: ``<weights dir>/densepose/converted/``, one file per
+    source path (so two ``.pkl`` files of one name never share it), never beside a file that may lie in
+    a read-only or installed location."""
+    source = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:CONVERTED_KEY_CHARS]
+    return weights_dir() / CONVERTED_SUBFOLDER / f"{path.stem}-{source}{path.suffix}{CONVERTED_SUFFIX}"
 
 
 def _source_stamp(path: Path) -> dict[str, str]:
@@ -186,7 +195,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def cache_conversion(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path | None:
-    """Write the checked tensors of ``path`` (a ``.pkl``) as safetensors next to it; None if not possible."""
+    """Write the checked tensors of ``path`` (a ``.pkl``) as safetensors in the weights folder; None if not possible."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -195,6 +204,7 @@ def cache_conversion(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path
     target = _converted_path(path)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(partial), metadata=_source_stamp(path))
         os.replace(partial, target)
     except OSError as error:  # read-only folder, full disk: the .pkl still works

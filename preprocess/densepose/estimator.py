@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as functional
 from PIL import Image
 
-from parts2whole.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
 
 from ..images import ImageSource, load_rgb
-from ..weights import hub_file
+from parts2whole.core.weights import hub_file
 from .checkpoint import cache_conversion, check_state_dict, expected_shapes, read_checkpoint
 from .model import DEFAULT_SCORE_THRESHOLD, REAL_CONFIG, DensePoseConfig, DensePoseRCNN, clip_boxes, nonempty
 

@@ -9,24 +9,17 @@ UNets, the pose guider and the VAE are built on the meta device and filled with
 `load_state_dict(assign=True)` after a strict check of every name and shape, so a full-size checkpoint
 loads in seconds, without a random initialisation and without ever silently keeping random weights.
 
-Thread safety: the app builds models from several threads at once (the pipeline on the first Generate,
-the human parser, Segment Anything and the tiny stand-ins on the first uploads). Loading therefore
-patches no process-global state. `accelerate.init_empty_weights` (used by diffusers' `from_pretrained`)
-replaces `nn.Module.register_parameter` for every thread, and both diffusers' and transformers'
-`from_pretrained` swap out `torch.nn.init`'s functions and the default dtype process-wide while they
-build; a model another thread builds meanwhile gets meta or uninitialised parameters. So no model here
-goes through a library `from_pretrained`: diffusers models are built inside `with torch.device("meta")`
-(a thread-local mode), transformers models are built on the CPU in the loading thread (their computed,
-non-persistent buffers such as CLIP's position ids would have no data on the meta device; building CLIP
-ViT-L this way costs a few CPU seconds, once per process). A process-wide lock around model building is
-deliberately not used: it would make every click and automatic mask wait behind a 7 GB load.
-Tokenizers, image processors and scheduler configs build no modules and are loaded as usual.
+Thread safety: no model here goes through a library `from_pretrained`. `accelerate.init_empty_weights`
+(used by diffusers' `from_pretrained`) replaces `nn.Module.register_parameter` for every thread, and
+diffusers' `from_pretrained` swaps `torch.nn.init`'s functions and the default dtype process-wide. So
+diffusers models are built inside `with torch.device("meta")` (a thread-local mode), and transformers
+models through `parts2whole.core.checkpoints.load_transformers_model` (whose docstring says why they are
+built on the CPU). Tokenizers, image processors and scheduler configs build no modules and load as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 from pathlib import Path
@@ -38,7 +31,9 @@ from safetensors.torch import load_file
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from .attention import install_denoising_processors, install_reference_processors
-from .errors import CheckpointError
+from ..core.checkpoints import (UNSAFE_SUFFIXES, check_materialized, load_safetensors,  # noqa: F401 - re-exported
+                                load_state_dict_strict, load_transformers_model)
+from ..core.errors import CheckpointError
 from .models import PoseGuider, ReferenceUNet2DConditionModel
 
 logger = logging.getLogger(__name__)
@@ -61,7 +56,6 @@ CHECKPOINT_PATTERNS = [
     "model_index.json", "unet/*", "reference_unet/*", "pose_guider/*", "vae/*", "text_encoder/*",
     "image_encoder/*", "tokenizer/*", "feature_extractor/*", "scheduler/*", DECOUPLED_WEIGHTS_NAME, METADATA_NAME,
 ]
-UNSAFE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pkl")
 #: The structure maps a checkpoint without METADATA_NAME (the released one) was trained on.
 DEFAULT_STRUCTURE_KIND = "densepose"
 
@@ -97,17 +91,6 @@ def read_structure_kind(folder: str | Path) -> str:
     return str(json.loads(path.read_text()).get("structure_kind", DEFAULT_STRUCTURE_KIND))
 
 
-def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        pickles = [p.name for p in path.parent.glob("*") if p.suffix in UNSAFE_SUFFIXES] if path.parent.is_dir() else []
-        hint = f" Found only pickled weights ({', '.join(pickles)}), which are refused: convert them to safetensors." if pickles else ""
-        raise CheckpointError(f"{what}: missing weights file {path}.{hint}")
-    try:
-        return load_file(str(path))
-    except SafetensorError as error:
-        raise CheckpointError(f"{what}: {path} is not a readable safetensors file ({error}).") from error
-
-
 def _load_decoupled(path: Path) -> dict[str, torch.Tensor]:
     """decoupled_attn.pth is a safetensors file in the official repo; a real torch file is accepted only
     through `torch.load(weights_only=True)` (no arbitrary pickles)."""
@@ -123,33 +106,6 @@ def _load_decoupled(path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"decoupled attention: {path} does not hold a flat dict of tensors.")
         return state
-
-
-def _names(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return f"{shown}{f' ... ({len(keys)} in all)' if len(keys) > limit else ''}"
-
-
-def load_state_dict_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, *,
-                           assign: bool = True) -> None:
-    """Fill `model` (possibly on the meta device: `assign` then adopts the tensors) with `state_dict`,
-    refusing any missing, unexpected or mis-shaped tensor with an error that names them."""
-    expected = model.state_dict()
-    missing = expected.keys() - state_dict.keys()
-    unexpected = state_dict.keys() - expected.keys()
-    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(expected[k].shape)})"
-             for k in expected.keys() & state_dict.keys() if state_dict[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_names(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_names(wrong)}")
-    if problems:
-        raise CheckpointError(f"{what} does not match its config; " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def build_unet(config: dict, *, decoupled: bool, empty: bool = True) -> UNet2DConditionModel:
@@ -175,13 +131,6 @@ def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str
     return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
 
 
-def check_materialized(model: torch.nn.Module, what: str) -> None:
-    """Refuse a model that still holds meta tensors after loading (a tensor nothing filled)."""
-    left = [name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
-    if left:
-        raise CheckpointError(f"{what}: no values were loaded for {_names(left)}")
-
-
 def load_diffusers_model(cls, folder: Path, what: str, dtype: torch.dtype | None = None):
     """A diffusers model from `folder` (config.json + diffusion_pytorch_model.safetensors): built on the
     meta device in this thread, filled strictly, never through `from_pretrained` (see the module docstring)."""
@@ -190,64 +139,8 @@ def load_diffusers_model(cls, folder: Path, what: str, dtype: torch.dtype | None
         raise CheckpointError(f"{what}: missing {folder / 'config.json'}.")
     with torch.device("meta"):
         model = cls.from_config(cls.load_config(folder))
-    load_state_dict_strict(model, _cast(_load_safetensors(folder / WEIGHTS_NAME, what), dtype), what)
+    load_state_dict_strict(model, _cast(load_safetensors(folder / WEIGHTS_NAME, what), dtype), what)
     check_materialized(model, what)
-    return model.eval().requires_grad_(False)
-
-
-#: transformers weight files read by `load_transformers_model`, safest first. The pickle is read with
-#: `torch.load(weights_only=True)`, which rebuilds tensors only.
-TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def _transformers_names(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoint names -> the model's names, by the renamings transformers registers for the model class
-    (its checkpoint conversion mapping, the table its own `from_pretrained` applies: e.g. CLIPTextModel
-    files saved before transformers 5 carry a `text_model.` prefix the class no longer has)."""
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming, rename_source_key
-
-    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
-    expected = model.state_dict()
-    renamed = {}
-    for name, tensor in state.items():
-        new_name, _ = rename_source_key(name, renamings, [], model.base_model_prefix, expected)
-        renamed[name if new_name not in expected and name in expected else new_name] = tensor
-    return renamed
-
-
-def load_transformers_model(cls, folder: Path, what: str, dtype: torch.dtype | None = None, *,
-                            allow_torch_file: bool = False):
-    """A transformers model from a `save_pretrained` folder, built on the CPU in this thread (never through
-    `from_pretrained`, see the module docstring) and filled strictly. Tensors the model computes itself
-    (non-persistent buffers such as position ids, stored by older exports) are taken from the model."""
-    folder = Path(folder)
-    names = TRANSFORMERS_WEIGHT_FILES if allow_torch_file else TRANSFORMERS_WEIGHT_FILES[:1]
-    weights = next((folder / name for name in names if (folder / name).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f"{what}: missing {folder / names[0]} (only safetensors weights are loaded).")
-    if weights.suffix == ".safetensors":
-        state = _load_safetensors(weights, what)
-    else:
-        try:
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any failure means: not a safe weights file
-            raise CheckpointError(f"{what}: {weights} is not a weights-only torch file ({error}).") from error
-    config = cls.config_class.from_pretrained(folder)
-    # A config's dtype makes nested `_from_config` calls (CLIPVisionModelWithProjection builds its
-    # CLIPVisionModel so) set torch's default dtype for the whole process while they build: leave it
-    # unset, build in float32, and cast once loaded.
-    for sub_config in (config, *(getattr(config, key) for key in config.sub_configs)):
-        if sub_config is not None:
-            sub_config.dtype = None
-    model = cls(config)
-    state = _transformers_names(model, state)
-    computed = set(dict(model.named_buffers())) - set(model.state_dict())
-    state = {name: tensor for name, tensor in state.items() if name not in computed}
-    load_state_dict_strict(model, state, what, assign=False)
-    if dtype is not None and model.dtype != dtype:
-        model.to(dtype=dtype)
-    model.config.dtype = model.dtype
     return model.eval().requires_grad_(False)
 
 
@@ -259,7 +152,7 @@ def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torc
         raise CheckpointError(f"{folder} is not a Parts2Whole checkpoint (no unet/config.json).")
 
     unet = build_unet(UNet2DConditionModel.load_config(folder / "unet"), decoupled=use_decoupled_cross_attn)
-    unet_state = _load_safetensors(folder / "unet" / WEIGHTS_NAME, "unet")
+    unet_state = load_safetensors(folder / "unet" / WEIGHTS_NAME, "unet")
     # The official export saved the UNet with the decoupled processors installed: those tensors may or
     # may not be in the unet file; their values always come from decoupled_attn.pth.
     unet_state = {k: v for k, v in unet_state.items() if DECOUPLED_KEY_MARKER not in k}
@@ -269,7 +162,7 @@ def load_components(folder: Path, *, use_decoupled_cross_attn: bool = True, torc
     check_materialized(unet, "unet")
 
     reference_unet = build_reference_unet(ReferenceUNet2DConditionModel.load_config(folder / "reference_unet"))
-    load_state_dict_strict(reference_unet, _cast(_load_safetensors(folder / "reference_unet" / WEIGHTS_NAME,
+    load_state_dict_strict(reference_unet, _cast(load_safetensors(folder / "reference_unet" / WEIGHTS_NAME,
                                                                    "reference_unet"), torch_dtype), "reference_unet")
     check_materialized(reference_unet, "reference_unet")
 

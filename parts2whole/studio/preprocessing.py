@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import CheckpointError, Parts2WholeInputError
+from ..core.errors import CheckpointError, Parts2WholeInputError
 
 logger = logging.getLogger("parts2whole.preprocessing")
 
@@ -219,7 +219,7 @@ class PreprocessingService:
     @property
     def tiny_folder(self) -> Path:
         if self._tiny_folder is None:
-            from .studio import weights_dir
+            from ..core.weights import weights_dir
 
             self._tiny_folder = weights_dir() / TINY_PREPROCESS_DIR_NAME
         return self._tiny_folder
@@ -417,7 +417,7 @@ class PreprocessingService:
         checkpoint folder declares (without loading the model)."""
         if self.studio.is_loaded:
             return self.studio.structure_kind()
-        from .loading import read_structure_kind
+        from ..model.loading import read_structure_kind
 
         return read_structure_kind(self.studio.weights.path)
 

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, Parts2WholeInputError
-from .labels import PART_LABELS, UI_SLOT_NAMES
+from ..core.errors import CheckpointError, Parts2WholeInputError
+from ..core.labels import PART_LABELS, UI_SLOT_NAMES
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,7 +65,7 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import studio
+    from .. import studio
 
     parser = _OneLineErrorParser(
         prog=PROG, description="Parts2Whole: full-body portraits from reference images of a person's parts.",
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pose_command(commands)
     add_examples_commands(commands)
 
-    from . import batch
+    from .. import batch
 
     batch.add_parser(commands)
     return parser
@@ -205,7 +205,7 @@ def load_request(args: argparse.Namespace):
     """
     from preprocess.images import load_image, load_mask
 
-    from . import studio as studio_module
+    from .. import studio as studio_module
 
     references, masks = {}, {}
     for label in PART_LABELS:
@@ -236,7 +236,7 @@ def output_parameters(result, paths: list[Path], args: argparse.Namespace) -> di
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from . import studio as studio_module
+    from .. import studio as studio_module
 
     output = Path(args.output)
     if output.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"}:
@@ -305,7 +305,7 @@ def _input_record(args: argparse.Namespace) -> dict[str, str]:
 
 def _pose_from_photo_for(studio, photo, args: argparse.Namespace):
     """`generate --pose-photo`: the kind of map this studio's model reads, at the output size (the app's rule)."""
-    from .preprocessing_service import PreprocessingService
+    from ..studio.preprocessing import PreprocessingService
 
     service = PreprocessingService(studio, densepose_weights=args.densepose_weights)
     made = service.pose_from_photo(photo, (args.height, args.width))
@@ -321,8 +321,8 @@ def _pose_from_photo_for(studio, photo, args: argparse.Namespace):
 def _pose_estimators(args: argparse.Namespace) -> dict:
     """The estimator `pose --kind` needs: tiny stand-ins (--weights tiny), a local DensePose file, or the
     pinned downloads (a failed download is an error here, never a silent placeholder)."""
-    from .preprocessing_service import TINY_PREPROCESS_DIR_NAME
-    from .studio import weights_dir  # where the app's service builds its tiny stand-ins too
+    from ..studio.preprocessing import TINY_PREPROCESS_DIR_NAME
+    from ..core.weights import weights_dir  # where the app's service builds its tiny stand-ins too
 
     weights = args.weights or os.environ.get("P2W_WEIGHTS")
     tiny = (weights or "").strip().lower() == "tiny"
@@ -353,8 +353,8 @@ def run_pose(args: argparse.Namespace) -> int:
     """`pose PHOTO -o MAP.png`: the map and MAP.json (kind, box, score, people found, weights)."""
     from preprocess.images import load_image
 
-    from . import studio as studio_module
-    from .preprocessing_service import make_pose_map
+    from .. import studio as studio_module
+    from ..studio.preprocessing import make_pose_map
 
     output = Path(args.output)
     if output.suffix.lower() != ".png":
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_examples_commands(commands) -> None:
     """`examples fetch [--count N]` and `examples list`: the app's photo examples, prefetched or shown."""
-    from . import examples
+    from .. import examples
 
     group = commands.add_parser(
         "examples", help="fetch or list the photo examples (test samples of the Parts2Whole dataset)",
@@ -444,7 +444,7 @@ def add_examples_commands(commands) -> None:
 
 
 def run_examples(args: argparse.Namespace) -> int:
-    from . import examples
+    from .. import examples
 
     cache_root = Path(args.cache) if args.cache else None
     if args.examples_command == "fetch":
@@ -475,7 +475,7 @@ def run_examples(args: argparse.Namespace) -> int:
 
 
 def _print_manifest(manifest) -> None:
-    from . import examples
+    from .. import examples
 
     print(f"{manifest.dataset}@{manifest.revision} in {manifest.folder} (fetched {manifest.fetched_at})")
     print(f"{len(manifest.examples)} examples:")

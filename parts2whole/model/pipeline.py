@@ -27,7 +27,7 @@ from .attention import (
     NUM_IMAGE_TOKENS, DecoupledCrossAttnProcessor, ReferenceFeatures, ReferenceRecorder, ReferenceRecordingComplete,
     SharedAttention, self_attention_blocks,
 )
-from .errors import Parts2WholeInputError
+from ..core.errors import Parts2WholeInputError
 from .image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels, to_pil
 from .loading import DEFAULT_STRUCTURE_KIND, load_components, read_structure_kind, resolve_checkpoint
 from .models import added_to_conv_in
@@ -234,7 +234,7 @@ class Parts2WholePipeline(DiffusionPipeline):
     ) -> Parts2WholePipelineOutput:
         """Generate `num_images_per_prompt` images. See README for every argument.
 
-        `scheduler`: a sampler name from `parts2whole.schedulers.SCHEDULER_NAMES` ("ddim", "dpmpp_2m",
+        `scheduler`: a sampler name from `parts2whole.model.schedulers.SCHEDULER_NAMES` ("ddim", "dpmpp_2m",
         "dpmpp_2m_karras", "unipc", "euler_a"), built from `pipe.scheduler`'s config; None (the default)
         uses `pipe.scheduler` itself, which is DDIM, the official sampler, as loaded. Either way each call
         gets its own instance. `eta`: DDIM's noise weight (0, the official value, is deterministic).

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Parts2WholeInputError
+from ..core.errors import Parts2WholeInputError
 
 #: The official sampler, and what every front door uses unless told otherwise.
 DEFAULT_SCHEDULER = "ddim"

@@ -56,8 +56,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .dataset_layout import HUB_DATASET_ID, PART_FOLDERS
-from .labels import PART_LABELS
+from ..core.dataset_layout import HUB_DATASET_ID, PART_FOLDERS
+from ..core.labels import PART_LABELS
+from ..core.weights import HUB_TIMEOUT_S
 
 logger = logging.getLogger("parts2whole.examples")
 
@@ -101,7 +102,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 #: Seconds the first Hub request may take before the Hub counts as unreachable (no retries: it is one
 #: quick check, so a failed attempt is fast; the app then shows the cartoons and logs it once).
-HUB_TIMEOUT_S = 10.0
 
 #: Example cards in the gallery: this tall, the real photo first (labelled), then the pose and the parts.
 CARD_HEIGHT = 240
@@ -163,7 +163,7 @@ class Sample:
 
 
 def _canonical_part(key: str) -> str | None:
-    from .labels import canonical_label
+    from ..core.labels import canonical_label
 
     folders = {folder: label for label, folder in PART_FOLDERS.items()}
     if key in folders:
@@ -600,7 +600,7 @@ def default_cache_root() -> Path:
     """`P2W_EXAMPLES_DIR`, else `<weights dir>/examples` (the studio's weights folder, P2W_WEIGHTS_DIR)."""
     if os.environ.get(EXAMPLES_DIR_ENV):
         return Path(os.environ[EXAMPLES_DIR_ENV])
-    from .studio import weights_dir
+    from ..core.weights import weights_dir
 
     return weights_dir() / CACHE_SUBDIR
 
@@ -653,10 +653,10 @@ def hub_file_system(revision: str = DATASET_REVISION):
     try:
         HfApi().dataset_info(DATASET_ID, revision=revision, timeout=HUB_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - reported as one line
-        from .studio import _is_unreachable
+        from ..core.weights import is_unreachable
 
         detail = f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
-        if _is_unreachable(error):
+        if is_unreachable(error):
             raise ExampleFetchError(f"the Hugging Face Hub could not be reached ({detail})") from None
         raise ExampleFetchError(f"{DATASET_ID}@{revision[:12]} could not be read ({detail})") from None
     return HfFileSystem(), f"datasets/{DATASET_ID}@{revision}"

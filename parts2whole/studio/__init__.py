@@ -29,10 +29,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from . import validation
-from .errors import CheckpointError, GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
-from .labels import MAX_REFERENCES, PART_LABELS, canonical_label
-from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name  # noqa: F401 - re-exported
+from ..model import validation
+from ..core.errors import CheckpointError, GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
+from ..core.labels import MAX_REFERENCES, PART_LABELS, canonical_label
+from ..core.limits import (MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, STUDIO_MAX_IMAGES, STUDIO_MAX_SEED,  # noqa: F401 - re-exported
+                           STUDIO_MAX_STEPS)
+from ..core.weights import HUB_TIMEOUT_S, WEIGHTS_DIR_ENV, hub_offline, is_unreachable, weights_dir  # noqa: F401 - re-exported
+from ..model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name  # noqa: F401 - re-exported
 
 logger = logging.getLogger("parts2whole.studio")
 
@@ -40,16 +43,11 @@ logger = logging.getLogger("parts2whole.studio")
 TINY_WEIGHTS = "tiny"
 OFFICIAL_WEIGHTS = "official"
 WEIGHTS_ENV = "P2W_WEIGHTS"
-WEIGHTS_DIR_ENV = "P2W_WEIGHTS_DIR"
 DEVICE_ENV = "P2W_DEVICE"
 DTYPE_ENV = "P2W_DTYPE"
-#: Folder (relative to the working directory unless P2W_WEIGHTS_DIR says otherwise) for local weights.
-DEFAULT_WEIGHTS_DIR = "weights"
 TINY_DIR_NAME = "tiny-parts2whole"
 #: Written last into the tiny checkpoint folder, so a half-built folder is never used.
 TINY_COMPLETE_MARKER = ".complete"
-#: Seconds to wait for the Hub before calling it unreachable (the app must start, not hang).
-HUB_TIMEOUT_S = 10.0
 #: Reference encodings kept across generations (bytes of tensors, all entries together).
 DEFAULT_CACHE_BYTES = 512 * 1024**2
 #: Seconds of GPU time asked of ZeroGPU per generation on Hugging Face Spaces.
@@ -61,12 +59,8 @@ DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_FUSION_BLOCKS = "full"
 FUSION_BLOCK_CHOICES = ("full", "midup")
-#: Output sizes: the validation layer's limits (one definition).
-SIZE_MULTIPLE = validation.SIZE_MULTIPLE
-MIN_SIDE, MAX_SIDE = validation.MIN_SIZE, validation.MAX_SIZE
-MAX_STEPS = 150
-MAX_IMAGES = 4
-MAX_SEED = 2**31 - 1
+#: The studio's bounds (parts2whole.core.limits: the one table, with the library's and why they differ).
+MAX_STEPS, MAX_IMAGES, MAX_SEED = STUDIO_MAX_STEPS, STUDIO_MAX_IMAGES, STUDIO_MAX_SEED
 
 TINY_BANNER = (
     "Outputs come from a **tiny random test model**, not the real Parts2Whole weights: "
@@ -178,10 +172,6 @@ class ResolvedWeights:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def weights_dir() -> Path:
-    return Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR)
-
-
 _TINY_BUILD_LOCK = threading.Lock()
 
 
@@ -189,7 +179,7 @@ def ensure_tiny_checkpoint(folder: Path | None = None) -> Path:
     """Build the tiny random checkpoint once (seconds) and reuse it; safe across threads and processes."""
     from filelock import FileLock
 
-    from .tiny import build_tiny_checkpoint
+    from ..model.tiny import build_tiny_checkpoint
 
     folder = Path(folder) if folder is not None else weights_dir() / TINY_DIR_NAME
     if (folder / TINY_COMPLETE_MARKER).exists():
@@ -200,23 +190,8 @@ def ensure_tiny_checkpoint(folder: Path | None = None) -> Path:
             built = Path(build_tiny_checkpoint(folder))
             if built.resolve() != folder.resolve():
                 folder = built
-            (folder / TINY_COMPLETE_MARKER).write_text("built by parts2whole.tiny.build_tiny_checkpoint\n")
+            (folder / TINY_COMPLETE_MARKER).write_text("built by parts2whole.model.tiny.build_tiny_checkpoint\n")
     return folder
-
-
-def _is_unreachable(error: BaseException) -> bool:
-    """Network-shaped failures (no DNS, refused, timed out, offline mode) as opposed to a wrong repo id."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        return True
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "TransportError",
-                         "NetworkError", "ReadTimeout", "ProxyError"})
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
 #: Files of the VAE repository that are read (it also ships pickled and duplicate weights).
@@ -227,7 +202,7 @@ def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae
     """A Hub snapshot in the HF cache: from disk when it is already there, else downloaded (tqdm progress)."""
     from huggingface_hub import HfApi, snapshot_download
 
-    from .loading import resolve_checkpoint
+    from ..model.loading import resolve_checkpoint
 
     def fetch(local_files_only: bool) -> str:
         if vae:
@@ -238,7 +213,7 @@ def _download(repo_id: str, revision: str | None, *, vae: bool = False, with_vae
     try:
         return fetch(local_files_only=True)
     except Exception:  # not cached yet (or partially): go to the network below
-        if _hub_offline():
+        if hub_offline():
             raise
     # One quick request first: a download that cannot connect retries with back-off for half a minute.
     HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
@@ -261,7 +236,7 @@ def resolve_weights(spec: str | None = None) -> ResolvedWeights:
 
     When the Hub is unreachable, says so in one line and falls back to the tiny local checkpoint.
     """
-    from .loading import OFFICIAL_REPO_ID, OFFICIAL_REVISION, OFFICIAL_VAE_REPO_ID, OFFICIAL_VAE_REVISION
+    from ..model.loading import OFFICIAL_REPO_ID, OFFICIAL_REVISION, OFFICIAL_VAE_REPO_ID, OFFICIAL_VAE_REVISION
 
     spec = (spec or os.environ.get(WEIGHTS_ENV) or OFFICIAL_WEIGHTS).strip()
     if spec.lower() == TINY_WEIGHTS:
@@ -279,9 +254,9 @@ def resolve_weights(spec: str | None = None) -> ResolvedWeights:
         path = _download(repo_id, revision, with_vae=not official)  # the official VAE comes separately
         vae_path = _download(OFFICIAL_VAE_REPO_ID, OFFICIAL_VAE_REVISION, vae=True) if official else None
     except Exception as error:  # noqa: BLE001 - classified just below
-        if not _is_unreachable(error):
+        if not is_unreachable(error):
             raise CheckpointError(f"Could not get weights {repo_id!r} from the Hub: {error}") from error
-        cause = "HF_HUB_OFFLINE is set" if _hub_offline() else f"{type(error).__name__}"
+        cause = "HF_HUB_OFFLINE is set" if hub_offline() else f"{type(error).__name__}"
         notice = (f"Hugging Face Hub unreachable ({cause}) and {repo_id} is not cached: "
                   f"falling back to the tiny random model in {weights_dir() / TINY_DIR_NAME} (outputs are noise).")
         logger.warning(notice)
@@ -406,7 +381,7 @@ class GenerationRequest:
     width: int = DEFAULT_WIDTH
     num_images: int = 1
     fusion_blocks: str = DEFAULT_FUSION_BLOCKS
-    scheduler: str = DEFAULT_SCHEDULER  # a name of parts2whole.schedulers.SCHEDULER_NAMES
+    scheduler: str = DEFAULT_SCHEDULER  # a name of parts2whole.model.schedulers.SCHEDULER_NAMES
 
     def validated(self) -> GenerationRequest:
         """A copy with canonical labels, checked sizes and numbers; raises Parts2WholeInputError if unfixable."""
@@ -645,8 +620,8 @@ def load_pipeline(weights: ResolvedWeights, choice: DeviceChoice):
     """Build the pipeline from a resolved checkpoint; on ZeroGPU it stays on CPU until a GPU call."""
     from diffusers import AutoencoderKL
 
-    from . import Parts2WholePipeline
-    from .loading import load_diffusers_model, read_structure_kind
+    from .. import Parts2WholePipeline
+    from ..model.loading import load_diffusers_model, read_structure_kind
 
     vae = load_diffusers_model(AutoencoderKL, Path(weights.vae_path), "vae", choice.dtype) if weights.vae_path else None
     # The pose guider's map kind: what the checkpoint declares (parts2whole.json), DensePose for the released one.

@@ -46,8 +46,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, Parts2WholeInputError
-from .labels import PART_LABELS
+from ..core.errors import CheckpointError, Parts2WholeInputError
+from ..core.labels import PART_LABELS
 
 logger = logging.getLogger("parts2whole.batch")
 
@@ -468,7 +468,7 @@ def _write_results(store: OutputStore, results: dict[int, LineResult]) -> None:
 
 def generate_defaults() -> argparse.Namespace:
     """The options of `python -m parts2whole generate` with nothing given: the CLI's defaults, exactly."""
-    from . import cli
+    from .. import cli
 
     return cli.build_parser().parse_args(["generate", "--pose", ""])
 
@@ -493,7 +493,7 @@ class LineRunner:
 
     def __init__(self, manifest: str, out_dir: str, *, weights: str | None = None, device: str | None = None,
                  dtype: str | None = None, cache_bytes: int | None = None):
-        from . import studio as studio_module
+        from .. import studio as studio_module
 
         self.manifest = str(manifest)
         self.manifest_dir = Path(manifest).expanduser().parent
@@ -508,8 +508,8 @@ class LineRunner:
 
     def run(self, line: ManifestLine) -> LineResult:
         """Generate one line and write its outputs; any failure becomes an error result, never an exception."""
-        from . import cli
-        from . import studio as studio_module
+        from .. import cli
+        from .. import studio as studio_module
 
         started = time.perf_counter()
         try:
@@ -628,7 +628,7 @@ class RayLineWorker:
             self.runner = LineRunner(**job)
             self.runner.load()
         except Exception as error:  # noqa: BLE001 - every line of this actor reports it instead
-            from .cli import _one_line
+            from ..cli import _one_line
 
             self.load_error = f"the model could not be loaded: {_one_line(error)[:500]}"
 
@@ -852,7 +852,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+    from ..cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
     summary = run(args.manifest, args.out_dir, engine=args.engine, ray_address=args.ray_address,
                   weights=args.weights, device=args.device, dtype=args.dtype, workers=args.workers,

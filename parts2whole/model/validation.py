@@ -9,27 +9,14 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .errors import Parts2WholeInputError
-from .labels import MAX_REFERENCES, UI_SLOT_NAMES, canonical_label
+from ..core.errors import Parts2WholeInputError
+from ..core.labels import MAX_REFERENCES, UI_SLOT_NAMES, canonical_label
+from ..core.limits import (MASK_ASPECT_TOLERANCE, MAX_GUIDANCE, MAX_IMAGE_PIXELS, MAX_IMAGES_PER_PROMPT, MAX_SEED,
+                           MAX_SIDE, MAX_STEPS, MIN_SIDE, SIZE_MULTIPLE, STRUCTURE_ASPECT_TOLERANCE)
 
-#: Height and width must be multiples of the VAE's down-sampling factor.
-SIZE_MULTIPLE = 8
-MIN_SIZE = 64
-#: Larger outputs than this are far outside what the SD1.5-based checkpoint was trained for (768x512)
-#: and would exhaust memory.
-MAX_SIZE = 2048
-MAX_STEPS = 1000
-MAX_GUIDANCE = 50.0
-MAX_IMAGES_PER_PROMPT = 8
 OUTPUT_TYPES = ("pil", "np", "latent")
-#: Images above this many pixels are refused (the same limit file loading applies before decoding).
-MAX_IMAGE_PIXELS = 40_000_000
-#: A mask may have another resolution than its image (it is resized), but not another shape: a relative
-#: aspect-ratio difference above this means it was made for another picture.
-MASK_ASPECT_TOLERANCE = 0.02
-#: A structure map whose aspect ratio differs more than this from the output is stretched, with a note.
-STRUCTURE_ASPECT_TOLERANCE = 0.02
-MAX_SEED = 2**32 - 1
+#: The library's bounds (parts2whole.core.limits holds them all, with the studio's and why they differ).
+MIN_SIZE, MAX_SIZE = MIN_SIDE, MAX_SIDE
 
 
 def _slot(label: str) -> str:
