@@ -53,7 +53,7 @@ class BackgroundRemover:
             return self._session
 
     def _create_session(self) -> BaseSession:
-        from rembg import new_session
+        from rembg import new_session  # optional dependency, loaded on first use
 
         try:
             if self.model_path is not None:

@@ -33,7 +33,7 @@ def image_to_mask(image: Image.Image, threshold: int = 127) -> np.ndarray:
 
 def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drop connected regions of ``mask`` with fewer than ``min_area`` pixels."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     mask = np.asarray(mask, dtype=bool)
     if min_area <= 1 or not mask.any():
@@ -46,7 +46,7 @@ def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
 
 def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
     """Fill background regions enclosed by ``mask`` (not touching the border) of at most ``max_area`` pixels."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     mask = np.asarray(mask, dtype=bool)
     if max_area <= 0 or mask.all():

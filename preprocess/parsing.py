@@ -121,9 +121,9 @@ class HumanParser:
     """
 
     def __init__(self, model_path: str | Path, *, device: str = "cpu") -> None:
-        from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+        from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor  # heavy: imported on first use, keeps importing this package light
 
-        from parts2whole.core.checkpoints import load_transformers_model
+        from parts2whole.core.checkpoints import load_transformers_model  # heavy: imported on first use, keeps importing this package light
 
         self.device = device
         self.processor = SegformerImageProcessor.from_pretrained(str(model_path))
@@ -161,7 +161,7 @@ class HumanParser:
         return parsed
 
     def _predict(self, rgb: Image.Image) -> ParsedImage:
-        import torch
+        import torch  # heavy: imported on first use, keeps importing this package light
 
         inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
         with torch.inference_mode():
@@ -176,8 +176,8 @@ class HumanParser:
 def _parsed_at_size(logits: torch.Tensor, size: tuple[int, int]) -> ParsedImage:
     """Upsample (1, C, h, w) logits towards ``size`` = (width, height), take the per-pixel argmax and
     its softmax probability, and bring both to ``size`` (nearest) when the cap made them smaller."""
-    import torch
-    import torch.nn.functional as functional
+    import torch  # heavy: imported on first use, keeps importing this package light
+    import torch.nn.functional as functional  # heavy: imported on first use, keeps importing this package light
 
     width, height = size
     scale = min(1.0, PARSE_MAX_SIDE / max(width, height))
@@ -223,7 +223,7 @@ def download_parser(repo_id: str = PARSER_REPO_ID, *, revision: str = PARSER_REV
     has_configs = all((target / name).is_file() for name in PARSER_CONFIG_FILES)
     if has_configs and any((target / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
         return target
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # heavy: imported on first use, keeps importing this package light
 
     try:
         for filename in PARSER_CONFIG_FILES:

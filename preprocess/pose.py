@@ -161,7 +161,7 @@ class WholeBodyPoseEstimator:
     """
 
     def __init__(self, detector_path: str | Path, pose_path: str | Path, *, device: str = "cpu") -> None:
-        from rtmlib import YOLOX, RTMPose
+        from rtmlib import YOLOX, RTMPose  # heavy: imported on first use, keeps importing this package light
 
         self.detector = YOLOX(
             str(detector_path),
@@ -277,7 +277,7 @@ def _px(value: float, stroke: float) -> int:
 
 def draw_body(canvas: np.ndarray, body: np.ndarray, score_threshold: float, stroke: float = 1.0) -> None:
     """Draw an (18, 3) OpenPose body on an RGB uint8 canvas in place."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     half_width = _px(LIMB_WIDTH, stroke)
     for index, (start, end) in enumerate(OPENPOSE_LIMBS):
@@ -304,7 +304,7 @@ def hand_edge_color(index: int) -> tuple[int, int, int]:
 
 def draw_hand(canvas: np.ndarray, hand: np.ndarray, score_threshold: float, stroke: float = 1.0) -> None:
     """Draw a (21, 3) hand on an RGB uint8 canvas in place."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     thickness = _px(HAND_LINE_WIDTH, stroke)
     for index, (start, end) in enumerate(HAND_EDGES):
@@ -321,7 +321,7 @@ def draw_hand(canvas: np.ndarray, hand: np.ndarray, score_threshold: float, stro
 
 def draw_face(canvas: np.ndarray, face: np.ndarray, score_threshold: float, stroke: float = 1.0) -> None:
     """Draw (68, 3) face landmarks as white dots on an RGB uint8 canvas in place."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     radius = _px(FACE_POINT_RADIUS, stroke)
     for x, y, score in face:

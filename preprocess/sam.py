@@ -27,8 +27,10 @@ with ``torch.load(weights_only=True)`` (no arbitrary pickles) or from ``.safeten
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,10 +40,10 @@ import numpy as np
 from PIL import Image
 
 from parts2whole.core.errors import CheckpointError, Parts2WholeInputError
+from parts2whole.core.weights import hub_file
 
 from .images import ImageSource, flatten_alpha, load_image, pixel_hash
-from .masks import mask_to_image
-from parts2whole.core.weights import hub_file
+from .masks import bounding_box, image_to_mask, mask_to_image
 
 if TYPE_CHECKING:
     import torch
@@ -152,8 +154,6 @@ def click_state_from_mask(mask: Image.Image | np.ndarray, image_key: str | None 
 
     An empty mask gives a state without prompt (the UI then asks for a click).
     """
-    from .masks import bounding_box, image_to_mask
-
     pixels = image_to_mask(mask) if isinstance(mask, Image.Image) else np.asarray(mask, dtype=bool)
     box = bounding_box(pixels)
     state = ClickState(image_key=image_key)
@@ -248,7 +248,7 @@ class SamSegmenter:
         cache: EmbeddingCache | None = None,
         decoder_backend: DecoderBackend = "auto",
     ) -> None:
-        from segment_anything.utils.transforms import ResizeLongestSide
+        from segment_anything.utils.transforms import ResizeLongestSide  # heavy: imported on first use, keeps importing this package light
 
         self.sam = sam.to(device).eval()
         self.device = device
@@ -286,7 +286,7 @@ class SamSegmenter:
         return key, embedding
 
     def _encode(self, rgb: np.ndarray) -> ImageEmbedding:
-        import torch
+        import torch  # heavy: imported on first use, keeps importing this package light
 
         resized = self.transform.apply_image(rgb)
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None].float()
@@ -336,7 +336,7 @@ class SamSegmenter:
         return _PromptArrays(coords, labels, box, logits)
 
     def _decode_torch(self, embedding: ImageEmbedding, prompts: _PromptArrays, multimask: bool) -> tuple[torch.Tensor, np.ndarray]:
-        import torch
+        import torch  # heavy: imported on first use, keeps importing this package light
 
         points = None
         if prompts.coords is not None:
@@ -373,7 +373,7 @@ class SamSegmenter:
             return self._onnx_decoder or None
 
     def _full_size_mask(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> np.ndarray:
-        import torch
+        import torch  # heavy: imported on first use, keeps importing this package light
 
         with torch.inference_mode():
             logits = self.sam.postprocess_masks(low_res, embedding.input_size, embedding.original_size)
@@ -402,12 +402,9 @@ def export_prompt_decoder(sam: Sam):
     is no box, mask_input (1, 1, 4h, 4w), has_mask_input (1,). Outputs: low_res_masks (1, 4, 4h, 4w)
     and iou_predictions (1, 4), all four mask tokens (selection happens outside).
     """
-    import io
-    import warnings
-
-    import onnxruntime
-    import torch
-    from segment_anything.utils.onnx import SamOnnxModel
+    import onnxruntime  # heavy: imported on first use, keeps importing this package light
+    import torch  # heavy: imported on first use, keeps importing this package light
+    from segment_anything.utils.onnx import SamOnnxModel  # heavy: imported on first use, keeps importing this package light
 
     class PromptDecoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -450,7 +447,7 @@ def export_prompt_decoder(sam: Sam):
 
 
 def _decode_onnx(session, embedding: ImageEmbedding, prompts: _PromptArrays, multimask: bool):
-    import torch
+    import torch  # heavy: imported on first use, keeps importing this package light
 
     coords, labels = [], []
     if prompts.coords is not None:
@@ -516,14 +513,14 @@ def verify_sam_checkpoint(path: Path, expected_md5: str) -> None:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or of a ``torch.save`` file, read with ``weights_only=True``."""
-    import torch
+    import torch  # heavy: imported on first use, keeps importing this package light
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"SAM checkpoint {path} does not exist.")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # heavy: imported on first use, keeps importing this package light
 
             return load_file(str(path), device="cpu")
         state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -548,7 +545,7 @@ def load_sam_weights(sam: Sam, path: str | Path) -> Sam:
 
 def load_sam(model_type: str, checkpoint: str | Path) -> Sam:
     """Build the ``model_type`` SAM architecture and load ``checkpoint`` into it."""
-    from segment_anything import sam_model_registry
+    from segment_anything import sam_model_registry  # heavy: imported on first use, keeps importing this package light
 
     if model_type not in SAM_CHECKPOINT_FILES:
         raise Parts2WholeInputError(f"Unknown SAM model {model_type!r}; use one of {', '.join(SAM_CHECKPOINT_FILES)}.")

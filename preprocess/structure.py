@@ -64,7 +64,7 @@ class StructureFeatures:
 
 def structure_features(image: ImageSource) -> StructureFeatures:
     """Measure darkness, drawn area, colourfulness and stroke thickness of a map."""
-    import cv2
+    import cv2  # heavy: imported on first use, keeps importing this package light
 
     rgb = flatten_alpha(load_image(image, what="pose map"), background=(0, 0, 0))
     scale = ANALYSIS_SIDE / min(rgb.size)

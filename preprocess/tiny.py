@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as functional
 from PIL import Image
 
+from .background import CUSTOM_MODEL_SESSION, BackgroundRemover
 from .parsing import PARSER_CLASS_NAMES
 from .pose import DETECTOR_FILE, NUM_KEYPOINTS, POSE_FILE
+from .sam import SamSegmenter, load_sam_weights
 
 FACE_CLASS = PARSER_CLASS_NAMES.index("Face")
 #: Written last into the tiny folder, so a half-built folder is never used.
@@ -50,7 +52,7 @@ BACKGROUND_FILE = "background_tiny.onnx"
 
 def tiny_segformer(class_names=PARSER_CLASS_NAMES, constant_class: int | None = None, margin: float = 20.0, seed: int = 0):
     """A 2-stage SegFormer; with ``constant_class`` it sees that class everywhere (by ``margin``)."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation  # heavy: imported on first use, keeps importing this package light
 
     torch.manual_seed(seed)
     config = SegformerConfig(
@@ -71,7 +73,7 @@ def tiny_segformer(class_names=PARSER_CLASS_NAMES, constant_class: int | None = 
 
 def save_tiny_parser(folder, class_names=PARSER_CLASS_NAMES, constant_class=None, margin=20.0, seed: int = 0):
     """Write a tiny parser in ``save_pretrained`` layout (what :class:`~preprocess.parsing.HumanParser` loads)."""
-    from transformers import SegformerImageProcessor
+    from transformers import SegformerImageProcessor  # heavy: imported on first use, keeps importing this package light
 
     tiny_segformer(class_names, constant_class, margin, seed).save_pretrained(folder)
     SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
@@ -86,7 +88,7 @@ TINY_IMAGE_SIZE = 64
 
 def build_tiny_sam(seed: int = 0):
     """A real ``Sam`` with a 1-block ViT encoder on 64x64 inputs (embedding grid 4x4, masks 16x16)."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # heavy: imported on first use, keeps importing this package light
 
     torch.manual_seed(seed)
     prompt_dim, patch = 32, 16
@@ -324,12 +326,11 @@ def export_tiny_background(path, model: torch.nn.Module | None = None):
 def tiny_background_remover(path):
     """A :class:`~preprocess.background.BackgroundRemover` running the ONNX file at ``path`` through
     rembg's custom U^2-Net session (without rembg's rule that such files live in ``$REMBG_HOME``)."""
-    from .background import CUSTOM_MODEL_SESSION, BackgroundRemover
 
     class _LocalFileRemover(BackgroundRemover):
         def _create_session(self):
-            import onnxruntime
-            from rembg.sessions.u2net_custom import U2netCustomSession
+            import onnxruntime  # heavy: imported on first use, keeps importing this package light
+            from rembg.sessions.u2net_custom import U2netCustomSession  # optional dependency, loaded on first use
 
             class LocalFileSession(U2netCustomSession):
                 @classmethod
@@ -375,7 +376,7 @@ _BUILD_LOCK = threading.Lock()
 
 def build_tiny_preprocessing(folder: str | Path) -> TinyPreprocessFiles:
     """Write every tiny preprocessing model into ``folder`` (deterministic; a few seconds)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy: imported on first use, keeps importing this package light
 
     files = TinyPreprocessFiles(Path(folder))
     files.folder.mkdir(parents=True, exist_ok=True)
@@ -388,7 +389,7 @@ def build_tiny_preprocessing(folder: str | Path) -> TinyPreprocessFiles:
 
 def ensure_tiny_preprocessing(folder: str | Path) -> TinyPreprocessFiles:
     """The tiny set in ``folder``, built on first use; safe across threads and processes."""
-    from filelock import FileLock
+    from filelock import FileLock  # heavy: imported on first use, keeps importing this package light
 
     files = TinyPreprocessFiles(Path(folder))
     marker = files.folder / COMPLETE_MARKER
@@ -404,6 +405,5 @@ def ensure_tiny_preprocessing(folder: str | Path) -> TinyPreprocessFiles:
 
 def load_tiny_sam(path: str | Path, *, device: str = "cpu"):
     """A :class:`~preprocess.sam.SamSegmenter` on the tiny SAM saved at ``path``."""
-    from .sam import SamSegmenter, load_sam_weights
 
     return SamSegmenter(load_sam_weights(build_tiny_sam(), path), device=device)

@@ -213,7 +213,7 @@ def test_download_uses_a_filled_weights_folder_without_the_network(tmp_path, mon
 
     import huggingface_hub
 
-    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(tmp_path))
     shutil.copytree(random_parser_dir, tmp_path / parsing.PARSER_WEIGHTS_SUBFOLDER)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("network used"))
     assert parsing.download_parser() == tmp_path / parsing.PARSER_WEIGHTS_SUBFOLDER
@@ -231,7 +231,7 @@ def test_download_asks_for_the_pinned_commit(tmp_path, monkeypatch):
         target.write_bytes(b"{}")
         return str(target)
 
-    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     parsing.download_parser()
     assert revisions == {(parsing.PARSER_REPO_ID, parsing.PARSER_REVISION)}
@@ -244,7 +244,7 @@ def test_failed_download_explains_where_to_put_the_files(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(CheckpointError, match="segformer_b2_clothes"):
         parsing.download_parser()

@@ -111,7 +111,7 @@ def test_download_fetches_both_files_from_the_dwpose_repo(tmp_path, monkeypatch,
         shutil.copy(tiny_dwpose[0] if filename == "yolox_l.onnx" else tiny_dwpose[1], target)
         return str(target)
 
-    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     estimator = WholeBodyPoseEstimator.from_hub()
     assert requested == [("yzd-v/DWPose", "yolox_l.onnx"), ("yzd-v/DWPose", "dw-ll_ucoco_384.onnx")]

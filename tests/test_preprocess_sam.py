@@ -357,7 +357,7 @@ def _fake_hub(tmp_path, monkeypatch, content: bytes):
         target.write_bytes(content)
         return str(target)
 
-    monkeypatch.setenv("PARTS2WHOLE_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     return requested
 

@@ -86,8 +86,8 @@ def _transformers_names(model, state: dict[str, torch.Tensor]) -> dict[str, torc
     """Checkpoint names -> the model's names, by the renamings transformers registers for the model class
     (its checkpoint conversion mapping, the table its own `from_pretrained` applies: e.g. CLIPTextModel
     files saved before transformers 5 carry a `text_model.` prefix the class no longer has)."""
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming, rename_source_key
+    from transformers.conversion_mapping import get_model_conversion_mapping  # heavy: imported on first use, keeps importing this package light
+    from transformers.core_model_loading import WeightRenaming, rename_source_key  # heavy: imported on first use, keeps importing this package light
 
     renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
     expected = model.state_dict()

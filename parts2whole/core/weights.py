@@ -59,7 +59,7 @@ def weights_dir() -> Path:
 
 def is_unreachable(error: BaseException) -> bool:
     """Network-shaped failures (no DNS, refused, timed out, offline mode) as opposed to a wrong repo id."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled  # heavy: imported on first use, keeps importing this package light
 
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
         return True

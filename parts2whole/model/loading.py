@@ -76,7 +76,7 @@ def resolve_checkpoint(path_or_hub_id: str | Path, *, revision: str | None = Non
         revision = OFFICIAL_REVISION
     patterns = [p for p in CHECKPOINT_PATTERNS
                 if (use_decoupled_cross_attn or p != DECOUPLED_WEIGHTS_NAME) and (with_vae or p != "vae/*")]
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: imported on first use, keeps importing this package light
 
     logger.info("Fetching %s@%s from the Hub or its local cache (%s)", repo_id, revision or "main", cache_dir or "HF cache")
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir,

@@ -76,7 +76,7 @@ def canonical_scheduler_name(name: Any) -> str:
 
 def build_scheduler(name: str, config: Mapping[str, Any]):
     """A new scheduler `name`, built from `config` (the checkpoint's) with the entry's overrides."""
-    import diffusers
+    import diffusers  # heavy: imported on first use, keeps importing this package light
 
     choice = SCHEDULERS[canonical_scheduler_name(name)]
     return getattr(diffusers, choice.class_name).from_config(dict(config), **choice.overrides)

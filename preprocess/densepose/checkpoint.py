@@ -164,7 +164,7 @@ def _source_stamp(path: Path) -> dict[str, str]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
+    from safetensors import safe_open  # heavy: imported on first use, keeps importing this package light
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
@@ -196,7 +196,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def cache_conversion(path: str | Path, tensors: dict[str, torch.Tensor]) -> Path | None:
     """Write the checked tensors of ``path`` (a ``.pkl``) as safetensors in the weights folder; None if not possible."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy: imported on first use, keeps importing this package light
 
     path = Path(path)
     if path.suffix == ".safetensors":

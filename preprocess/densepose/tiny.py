@@ -102,9 +102,9 @@ def tiny_shapes() -> dict[str, tuple[int, ...]]:
 
 def ensure_tiny_densepose(folder: str | Path) -> Path:
     """The stand-in's safetensors file in ``folder``, written once (thread- and process-safe)."""
-    from filelock import FileLock
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from filelock import FileLock  # heavy: imported on first use, keeps importing this package light
+    from safetensors import safe_open  # heavy: imported on first use, keeps importing this package light
+    from safetensors.torch import save_file  # heavy: imported on first use, keeps importing this package light
 
     folder = Path(folder)
     path = folder / TINY_FILE
@@ -132,7 +132,7 @@ def ensure_tiny_densepose(folder: str | Path) -> Path:
 
 def load_tiny_densepose(folder: str | Path, *, device: str = "cpu") -> DensePoseEstimator:
     """A :class:`DensePoseEstimator` on the tiny stand-in kept in ``folder`` (built there on first use)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy: imported on first use, keeps importing this package light
 
     path = ensure_tiny_densepose(folder)
     state = check_state_dict(load_file(str(path)), tiny_shapes(), source=f"tiny stand-in {path}")
