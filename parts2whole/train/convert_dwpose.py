@@ -21,6 +21,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from preprocess.pose import WholeBodyPoseEstimator, estimate_pose, render_pose_map
+
 #: Folder (under the dataset root) and structure key of our maps.
 DWPOSE_FOLDER = "dwpose"
 DWPOSE_KEY = "dwpose"
@@ -44,8 +46,6 @@ def convert_index(root: str | Path, source_jsonl: str, output_jsonl: str, estima
                   folder: str = DWPOSE_FOLDER, key: str = DWPOSE_KEY, limit: int | None = None,
                   overwrite: bool = False) -> ConversionReport:
     """Write maps for the targets of `root/source_jsonl` and the index `root/output_jsonl` pointing at them."""
-    from preprocess.pose import estimate_pose, render_pose_map
-
     root = Path(root)
     (root / folder).mkdir(parents=True, exist_ok=True)
     report = ConversionReport()
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="convert only the first N samples of each index")
     parser.add_argument("--overwrite", action="store_true", help="re-estimate maps that already exist")
     args = parser.parse_args(argv)
-    from preprocess.pose import WholeBodyPoseEstimator
-
+    # .dataset imports torch: loaded only for a real run, so `--help` stays light.
     from .dataset import resolve_dataset_root
 
     root = resolve_dataset_root(args.root)

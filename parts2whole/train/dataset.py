@@ -24,6 +24,7 @@ generation will feed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import zipfile
@@ -185,6 +186,7 @@ def _safe_extract(archive: Path, destination: Path) -> None:
 def download_dataset(dest: str | Path, patterns: list[str] | None = None, revision: str | None = None) -> Path:
     """Download the Hub dataset's zips and index files into `dest` and extract them there (skips zips
     whose folder already exists). The default patterns skip densepose/ and segm/ (6+ GB of zips)."""
+    # huggingface_hub only when downloading: reading a local copy (and `--help`) stays light.
     from huggingface_hub import snapshot_download
 
     dest = Path(dest)
@@ -206,8 +208,6 @@ def resolve_dataset_root(root: str | Path, download_to: str | Path = DEFAULT_DOW
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=f"Download and extract {HUB_DATASET_ID}.")
     parser.add_argument("--dest", default=DEFAULT_DOWNLOAD_FOLDER)
     parser.add_argument("--all", action="store_true", help="also densepose/, openpose/ and segm/ (several GB more)")

@@ -30,6 +30,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def generate_pairs(pipe, dataset, output: Path, *, num_samples: int | None, num_inference_steps: int,
                    guidance_scale: float, seed: int) -> list[Path]:
     """Generate each sample of `dataset` (a `PartsToWholeDataset`) once; existing pairs are kept."""
+    # .validation imports the pipeline (diffusers): only `generate` needs it, so `score` and `--help` stay light.
     from .validation import generate_sample
 
     folders = []
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "generate":
+        # The pipeline (diffusers, transformers) only for `generate`: `score` and `--help` stay light.
         from ..model.image_processing import ClipImageSettings
         from ..model.pipeline import Parts2WholePipeline
         from .dataset import PartsToWholeDataset, resolve_dataset_root

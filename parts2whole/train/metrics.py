@@ -54,6 +54,7 @@ class ClipImageSimilarity:
 
     @classmethod
     def from_pretrained(cls, model_id: str = CLIP_MODEL_ID, device: str = "cpu") -> "ClipImageSimilarity":
+        # transformers only when this metric is built: the others and `--help` stay light.
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         return cls(CLIPVisionModelWithProjection.from_pretrained(model_id), CLIPImageProcessor.from_pretrained(model_id), device)
@@ -78,6 +79,7 @@ class DinoV2Similarity:
 
     @classmethod
     def from_pretrained(cls, model_id: str = DINOV2_MODEL_ID, device: str = "cpu") -> "DinoV2Similarity":
+        # transformers only when this metric is built: the others and `--help` stay light.
         from transformers import AutoImageProcessor, AutoModel
 
         return cls(AutoModel.from_pretrained(model_id), AutoImageProcessor.from_pretrained(model_id), device)
@@ -108,7 +110,7 @@ class LpipsDistance:
 
     @classmethod
     def from_pretrained(cls, device: str = "cpu") -> "LpipsDistance":
-        try:
+        try:  # lpips is an optional dependency
             import lpips
         except ImportError as error:
             raise ImportError("LPIPS needs the lpips package: pip install lpips") from error
@@ -132,7 +134,7 @@ class DreamSimDistance:
 
     @classmethod
     def from_pretrained(cls, device: str = "cpu") -> "DreamSimDistance":
-        try:
+        try:  # dreamsim is an optional dependency
             from dreamsim import dreamsim
         except ImportError as error:
             raise ImportError("DreamSim needs the dreamsim package: pip install dreamsim") from error
@@ -174,7 +176,7 @@ class FrechetInceptionDistance:
 
     @classmethod
     def from_pretrained(cls, device: str = "cpu") -> "FrechetInceptionDistance":
-        try:
+        try:  # torchmetrics is an optional dependency
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ImportError as error:
             raise ImportError('FID needs torchmetrics with the FID Inception weights: pip install "torchmetrics[image]"') from error

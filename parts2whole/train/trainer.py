@@ -25,13 +25,14 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from ..model.image_processing import ClipImageSettings
 from ..core.labels import PART_LABELS
-from ..model.loading import load_components, resolve_checkpoint
+from ..model.image_processing import ClipImageSettings
+from ..model.loading import load_components, load_state_dict_strict, resolve_checkpoint
 from ..model.pipeline import Parts2WholePipeline
-from .config import TrainConfig, config_to_dict, load_config
+from .config import OptimizationConfig, TrainConfig, config_to_dict, load_config
 from .dataset import PartsToWholeDataset, resolve_dataset_root
 from .export import export_checkpoint
 from .objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
@@ -153,145 +154,217 @@ def _make_pipeline(components: dict, models: dict, accelerator: Accelerator, str
     return pipe
 
 
-def run_training(config: TrainConfig) -> TrainingResult:
-    """Train as `config` says; returns the steps run, the per-step losses and the exported checkpoint."""
-    optimization = config.optimization
+def _make_accelerator(config: TrainConfig, trained: list[str]) -> Accelerator:
+    """accelerate's Accelerator for the run: mixed precision, accumulation, logging under output_dir/logs."""
     output_dir = Path(config.output_dir)
-    trained = list(optimization.modules)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if "reference_unet" in trained else []
-    accelerator = Accelerator(
-        gradient_accumulation_steps=optimization.gradient_accumulation_steps,
-        mixed_precision=optimization.mixed_precision,
+    return Accelerator(
+        gradient_accumulation_steps=config.optimization.gradient_accumulation_steps,
+        mixed_precision=config.optimization.mixed_precision,
         log_with=config.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=handlers,
     )
-    set_seed(optimization.seed)
-    resume_from = find_resume_state(output_dir, config.checkpointing.resume)
-    if resume_from is not None:
-        _check_state_modules(resume_from, trained)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
-    with accelerator.main_process_first():
-        base_folder = resolve_checkpoint(config.base_checkpoint)
-        data_root = resolve_dataset_root(config.data.root)
-    components, models = _load_models(base_folder, trained, optimization.gradient_checkpointing, accelerator.device,
-                                      WEIGHT_DTYPES[accelerator.mixed_precision])
 
-    clip_settings = ClipImageSettings.from_config(components["feature_extractor"].to_dict())
-    data = config.data
+def _make_loader(config: TrainConfig, data_root: Path, clip_settings: ClipImageSettings) -> DataLoader:
+    """The shuffled training batches; ValueError when the data do not fill one batch."""
+    data, batch_size = config.data, config.optimization.batch_size
     dataset = PartsToWholeDataset(data_root, data.train_jsonl, data.structure_key, data.height, data.width, clip_settings,
                                   data.min_crop_fraction, data.max_samples)
-    loader = DataLoader(dataset, batch_size=optimization.batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                         num_workers=data.num_workers, pin_memory=torch.cuda.is_available())
     if len(loader) == 0:
-        raise ValueError(f"{len(dataset)} training samples are fewer than one batch of {optimization.batch_size}")
+        raise ValueError(f"{len(dataset)} training samples are fewer than one batch of {batch_size}")
+    return loader
 
-    parameters = [p for name in trained for p in models[name].parameters()]
+
+def _make_optimizer(optimization: OptimizationConfig, accelerator: Accelerator, parameters: list) -> tuple:
+    """AdamW over the trained parameters and its learning-rate schedule (steps counted over all processes)."""
     optimizer = torch.optim.AdamW(parameters, lr=optimization.learning_rate, betas=(optimization.adam_beta1, optimization.adam_beta2),
                                   weight_decay=optimization.adam_weight_decay, eps=optimization.adam_epsilon)
     lr_scheduler = get_scheduler(optimization.lr_scheduler, optimizer,
                                  num_warmup_steps=optimization.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=optimization.max_train_steps * accelerator.num_processes)
-    prepared = accelerator.prepare(*(models[name] for name in trained), optimizer, loader, lr_scheduler)
-    for name, module in zip(trained, prepared):
-        models[name] = module
-        # Autocast is applied explicitly around the loss; the forward wrapper `prepare` adds would also
-        # autocast inside the validation pipeline, whose float16 reference features clash with bfloat16.
-        accelerator.unwrap_model(module, keep_fp32_wrapper=False)
-    optimizer, loader, lr_scheduler = prepared[len(trained):]
+    return optimizer, lr_scheduler
 
-    progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        logger.info("resumed from %s at step %d", resume_from, progress.step)
-    start_step = progress.step
 
-    training_models = TrainingModels(
-        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
-        image_encoder=components["image_encoder"], unet=models["unet"], unet_module=accelerator.unwrap_model(models["unet"]),
-        reference_unet=models["reference_unet"], pose_guider=models["pose_guider"],
-        noise_scheduler=components["scheduler"], train_reference_unet="reference_unet" in trained)
-    label_embeds = encode_text(training_models, list(PART_LABELS))
-    validation_dataset = None
-    if accelerator.is_main_process and config.validation.num_samples:
-        if (data_root / data.validation_jsonl).is_file():
-            validation_dataset = PartsToWholeDataset(data_root, data.validation_jsonl, data.structure_key, data.height,
-                                                     data.width, clip_settings, 1.0, config.validation.num_samples)
-        else:
-            logger.warning("no validation images: %s not found", data_root / data.validation_jsonl)
+class _TrainingRun:
+    """One training run. `__init__` sets it up (accelerator, output folder, models, data, optimizer and
+    schedule, the resumed state, validation samples); `train` runs the step loop (checkpoints and
+    validation images on the way); `finish` exports the checkpoint."""
 
-    def validate(step: int) -> None:
-        if validation_dataset is None or config.validation.num_samples == 0:
+    def __init__(self, config: TrainConfig):
+        self.config, self.optimization = config, config.optimization
+        self.output_dir = Path(config.output_dir)
+        self.trained = list(self.optimization.modules)
+        self.accelerator = accelerator = _make_accelerator(config, self.trained)
+        set_seed(self.optimization.seed)
+        resume_from = find_resume_state(self.output_dir, config.checkpointing.resume)
+        if resume_from is not None:
+            _check_state_modules(resume_from, self.trained)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+        with accelerator.main_process_first():
+            self.base_folder = resolve_checkpoint(config.base_checkpoint)
+            self.data_root = resolve_dataset_root(config.data.root)
+        self.components, self.models = _load_models(self.base_folder, self.trained, self.optimization.gradient_checkpointing,
+                                                    accelerator.device, WEIGHT_DTYPES[accelerator.mixed_precision])
+        self.clip_settings = ClipImageSettings.from_config(self.components["feature_extractor"].to_dict())
+        loader = _make_loader(config, self.data_root, self.clip_settings)
+        self.parameters = [p for name in self.trained for p in self.models[name].parameters()]
+        optimizer, lr_scheduler = _make_optimizer(self.optimization, accelerator, self.parameters)
+        self.optimizer, self.loader, self.lr_scheduler = self._prepare(optimizer, loader, lr_scheduler)
+        self.progress = self._restore(resume_from)
+        self._window_start = time.perf_counter()  # the console's s/step since the last log line
+
+        self.training_models = self._training_models()
+        self.label_embeds = encode_text(self.training_models, list(PART_LABELS))
+        self.validation_dataset = self._validation_dataset()
+
+    def _prepare(self, optimizer, loader, lr_scheduler) -> tuple:
+        """accelerate's `prepare` of the trained models (kept in `self.models`), the optimizer, the batches and
+        the schedule."""
+        accelerator, trained = self.accelerator, self.trained
+        prepared = accelerator.prepare(*(self.models[name] for name in trained), optimizer, loader, lr_scheduler)
+        for name, module in zip(trained, prepared):
+            self.models[name] = module
+            # Autocast is applied explicitly around the loss; the forward wrapper `prepare` adds would also
+            # autocast inside the validation pipeline, whose float16 reference features clash with bfloat16.
+            accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+        return tuple(prepared[len(trained):])
+
+    def _restore(self, resume_from: Path | None) -> TrainingProgress:
+        """The step counter, saved with every training state; loaded (with the whole state) when resuming."""
+        progress = TrainingProgress()
+        self.accelerator.register_for_checkpointing(progress)
+        if resume_from is not None:
+            self.accelerator.load_state(str(resume_from))
+            logger.info("resumed from %s at step %d", resume_from, progress.step)
+        return progress
+
+    def _training_models(self) -> TrainingModels:
+        components, models = self.components, self.models
+        return TrainingModels(
+            vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+            image_encoder=components["image_encoder"], unet=models["unet"],
+            unet_module=self.accelerator.unwrap_model(models["unet"]),
+            reference_unet=models["reference_unet"], pose_guider=models["pose_guider"],
+            noise_scheduler=components["scheduler"], train_reference_unet="reference_unet" in self.trained)
+
+    def _validation_dataset(self) -> PartsToWholeDataset | None:
+        """The held-out samples of the validation images (main process only; None when there are none)."""
+        data, validation = self.config.data, self.config.validation
+        if not (self.accelerator.is_main_process and validation.num_samples):
+            return None
+        if not (self.data_root / data.validation_jsonl).is_file():
+            logger.warning("no validation images: %s not found", self.data_root / data.validation_jsonl)
+            return None
+        return PartsToWholeDataset(self.data_root, data.validation_jsonl, data.structure_key, data.height,
+                                   data.width, self.clip_settings, 1.0, validation.num_samples)
+
+    def validate(self, step: int) -> None:
+        """Validation images of the current weights, under output_dir/validation."""
+        validation = self.config.validation
+        if self.validation_dataset is None or validation.num_samples == 0:
             return
         with torch.no_grad():
-            pipe = _make_pipeline(components, models, accelerator, config.structure_kind)
-            paths = save_validation_images(pipe, validation_dataset, output_dir / "validation", step,
-                                           num_samples=config.validation.num_samples,
-                                           num_inference_steps=config.validation.num_inference_steps,
-                                           guidance_scale=config.validation.guidance_scale, seed=config.validation.seed,
-                                           fusion_blocks=optimization.fusion_blocks)
+            pipe = _make_pipeline(self.components, self.models, self.accelerator, self.config.structure_kind)
+            paths = save_validation_images(pipe, self.validation_dataset, self.output_dir / "validation", step,
+                                           num_samples=validation.num_samples,
+                                           num_inference_steps=validation.num_inference_steps,
+                                           guidance_scale=validation.guidance_scale, seed=validation.seed,
+                                           fusion_blocks=self.optimization.fusion_blocks)
         logger.info("validation images: %s", ", ".join(str(p) for p in paths))
 
-    if accelerator.is_main_process and config.report_to:
-        accelerator.init_trackers("parts2whole-train")
-    updates_per_epoch = math.ceil(len(loader) / optimization.gradient_accumulation_steps)
-    result = TrainingResult(start_step=start_step, final_step=start_step)
-    epoch = progress.step // updates_per_epoch
-    window_start = time.perf_counter()
-    while progress.step < optimization.max_train_steps:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        skip = (progress.step % updates_per_epoch) * optimization.gradient_accumulation_steps if epoch == start_step // updates_per_epoch else 0
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in batches:
-            with accelerator.accumulate(*(models[name] for name in trained)):
-                drops = DropDecisions.sample(len(batch["caption"]), len(PART_LABELS), optimization.dropout, accelerator.device)
-                with accelerator.autocast():
-                    loss = diffusion_loss(training_models, batch, drops, label_embeds, optimization.fusion_blocks)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(parameters, optimization.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            progress.step += 1
-            step_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
-            result.losses.append(step_loss)
-            accelerator.log({"train_loss": step_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=progress.step)
-            if progress.step % LOG_EVERY_STEPS == 0 and accelerator.is_main_process:
-                recent = result.losses[-LOG_EVERY_STEPS:]
-                seconds = (time.perf_counter() - window_start) / len(recent)
-                logger.info("step %d/%d  loss %.4f  lr %.2e  %.2f s/step", progress.step, optimization.max_train_steps,
-                            sum(recent) / len(recent), lr_scheduler.get_last_lr()[0], seconds)
-                window_start = time.perf_counter()
-            if progress.step % config.checkpointing.every_steps == 0 or progress.step == optimization.max_train_steps:
-                _save_training_state(accelerator, output_dir, progress.step, trained, config.checkpointing.total_limit)
-            if config.validation.every_steps and progress.step % config.validation.every_steps == 0 \
-                    and progress.step < optimization.max_train_steps and accelerator.is_main_process:
-                validate(progress.step)
-            if progress.step >= optimization.max_train_steps:
-                break
-        epoch += 1
-    result.final_step = progress.step
+    def train(self) -> TrainingResult:
+        """The step loop, epoch by epoch, until max_train_steps; a resumed run first skips the batches its
+        epoch has already seen."""
+        optimization, accelerator, loader = self.optimization, self.accelerator, self.loader
+        updates_per_epoch = math.ceil(len(loader) / optimization.gradient_accumulation_steps)
+        start_step = self.progress.step
+        result = TrainingResult(start_step=start_step, final_step=start_step)
+        epoch = self.progress.step // updates_per_epoch
+        self._window_start = time.perf_counter()
+        while self.progress.step < optimization.max_train_steps:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            skip = (self.progress.step % updates_per_epoch) * optimization.gradient_accumulation_steps \
+                if epoch == start_step // updates_per_epoch else 0
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in batches:
+                loss = self._accumulate(batch)
+                if not accelerator.sync_gradients:
+                    continue
+                self._after_update(loss, result)
+                if self.progress.step >= optimization.max_train_steps:
+                    break
+            epoch += 1
+        result.final_step = self.progress.step
+        return result
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        result.exported = export_checkpoint(
-            output_dir / EXPORT_FOLDER, base_folder, unet=accelerator.unwrap_model(models["unet"]),
-            reference_unet=accelerator.unwrap_model(models["reference_unet"]),
-            pose_guider=accelerator.unwrap_model(models["pose_guider"]), trained_modules=trained,
-            structure_kind=config.structure_kind,
-            training_info={"base_checkpoint": config.base_checkpoint, "training_steps": progress.step,
-                           "structure_key": data.structure_key, "resolution": [data.height, data.width]})
-        validate(progress.step)
-    accelerator.end_training()
+    def _accumulate(self, batch: dict) -> torch.Tensor:
+        """Forward and backward of one batch; the optimizer steps when accelerate's accumulation says so."""
+        optimization, accelerator = self.optimization, self.accelerator
+        with accelerator.accumulate(*(self.models[name] for name in self.trained)):
+            drops = DropDecisions.sample(len(batch["caption"]), len(PART_LABELS), optimization.dropout, accelerator.device)
+            with accelerator.autocast():
+                loss = diffusion_loss(self.training_models, batch, drops, self.label_embeds, optimization.fusion_blocks)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(self.parameters, optimization.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _after_update(self, loss: torch.Tensor, result: TrainingResult) -> None:
+        """After an optimisation step: count it, log the loss, save a training state and make validation
+        images when they are due."""
+        optimization, accelerator, step = self.optimization, self.accelerator, self.progress.step + 1
+        self.progress.step = step
+        step_loss = accelerator.gather(loss.detach().reshape(1)).mean().item()
+        result.losses.append(step_loss)
+        accelerator.log({"train_loss": step_loss, "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
+        if step % LOG_EVERY_STEPS == 0 and accelerator.is_main_process:
+            recent = result.losses[-LOG_EVERY_STEPS:]
+            seconds = (time.perf_counter() - self._window_start) / len(recent)
+            logger.info("step %d/%d  loss %.4f  lr %.2e  %.2f s/step", step, optimization.max_train_steps,
+                        sum(recent) / len(recent), self.lr_scheduler.get_last_lr()[0], seconds)
+            self._window_start = time.perf_counter()
+        checkpointing, every_validation = self.config.checkpointing, self.config.validation.every_steps
+        if step % checkpointing.every_steps == 0 or step == optimization.max_train_steps:
+            _save_training_state(accelerator, self.output_dir, step, self.trained, checkpointing.total_limit)
+        if every_validation and step % every_validation == 0 and step < optimization.max_train_steps \
+                and accelerator.is_main_process:
+            self.validate(step)
+
+    def finish(self, result: TrainingResult) -> None:
+        """Export the trained checkpoint (official layout) and its validation images, then end the run."""
+        accelerator, config, data = self.accelerator, self.config, self.config.data
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            result.exported = export_checkpoint(
+                self.output_dir / EXPORT_FOLDER, self.base_folder, unet=accelerator.unwrap_model(self.models["unet"]),
+                reference_unet=accelerator.unwrap_model(self.models["reference_unet"]),
+                pose_guider=accelerator.unwrap_model(self.models["pose_guider"]), trained_modules=self.trained,
+                structure_kind=config.structure_kind,
+                training_info={"base_checkpoint": config.base_checkpoint, "training_steps": self.progress.step,
+                               "structure_key": data.structure_key, "resolution": [data.height, data.width]})
+            self.validate(self.progress.step)
+        accelerator.end_training()
+
+
+def run_training(config: TrainConfig) -> TrainingResult:
+    """Train as `config` says; returns the steps run, the per-step losses and the exported checkpoint."""
+    run = _TrainingRun(config)
+    if run.accelerator.is_main_process and config.report_to:
+        run.accelerator.init_trackers("parts2whole-train")
+    result = run.train()
+    run.finish(result)
     return result
 
 
@@ -303,10 +376,6 @@ def _state_weights_name(index: int) -> str:
 def export_training_state(config: TrainConfig, state: str | Path, destination: str | Path) -> Path:
     """Export an intermediate training state (checkpoints/checkpoint-<step>) in the official layout,
     e.g. the step whose validation images look best."""
-    from safetensors.torch import load_file
-
-    from ..model.loading import load_state_dict_strict
-
     state = Path(state)
     base_folder = resolve_checkpoint(config.base_checkpoint)
     components = load_components(base_folder, use_decoupled_cross_attn=True, torch_dtype=torch.float32)
