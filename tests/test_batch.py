@@ -20,7 +20,7 @@ from PIL import Image
 from app_fixtures import REPO_ROOT, WEIGHTS_DIR
 from parts2whole import batch
 from parts2whole.batch import store as batch_store
-from parts2whole.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, main
+from parts2whole.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 EXAMPLES = REPO_ROOT / "assets" / "examples"
 PART_SETS = ("red-shirt-and-jeans", "hat-and-green-top", "summer-dress")
@@ -317,13 +317,7 @@ def test_a_manifest_line_becomes_the_inputs_of_generate(tmp_path):
     assert inputs.parts == {"face": str(tmp_path / "f.png")} and inputs.masks == {"face": "/abs/m.png"}
     assert inputs.pose == str(tmp_path / "p.png") and inputs.pose_photo is None
     plain = batch.ManifestLine(number=2, id="y", values={"face": "f.png", "pose": "p.png"})
-    defaults = batch.line_inputs(plain, tmp_path)
-    # the keys a line leaves out take the defaults of `generate`
-    args = build_parser().parse_args(["generate", "--face", "f.png", "--pose", "p.png"])
-    assert defaults.scheduler == args.scheduler == "ddim"
-    for name in ("prompt", "negative_prompt", "seed", "steps", "guidance", "height", "width", "num_images",
-                 "fusion_blocks"):
-        assert getattr(defaults, name) == getattr(args, name), name
+    assert batch.line_inputs(plain, tmp_path).scheduler == "ddim"  # a key left out: the default of `generate`
 
 
 # --------------------------------------------------------------------------------------------- outputs
