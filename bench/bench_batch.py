@@ -33,7 +33,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from parts2whole import batch  # noqa: E402
+from parts2whole import batch, studio  # noqa: E402
+from parts2whole.studio.inputs import load_request  # noqa: E402
 
 EXAMPLES = REPO_ROOT / "assets" / "examples"
 PART_SETS = ("red-shirt-and-jeans", "hat-and-green-top", "summer-dress")
@@ -59,15 +60,12 @@ def write_manifest(folder: Path, height: int, width: int, steps: int) -> Path:
 
 def one_set_cache_bytes(manifest: Path, weights: str, device: str | None) -> int:
     """A reference-cache budget that holds the largest part set's encoding, but never two sets."""
-    from parts2whole import cli, studio
-
     lines = batch.read_manifest(manifest)
     runner = studio.Studio(weights, device=device)
     pipe = runner.pipeline()
     sizes = []
     for group in batch.group_by_part_set(lines, manifest.parent):
-        args = batch.line_arguments(group[0], manifest.parent, batch.generate_defaults())
-        request = cli.load_request(args).validated()
+        request = load_request(batch.line_inputs(group[0], manifest.parent))  # validated
         encoding = pipe.encode_references(dict(request.references), dict(request.masks), height=request.height,
                                           width=request.width, fusion_blocks=request.fusion_blocks)
         sizes.append(studio._tensor_bytes(encoding))

@@ -1,4 +1,4 @@
-"""`python -m parts2whole ...`: the command line (see parts2whole/cli.py)."""
+"""`python -m parts2whole ...`: the command line (see parts2whole/cli/)."""
 
 import sys
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from app_fixtures import REPO_ROOT, WEIGHTS_DIR
 from parts2whole import batch
+from parts2whole.batch import store as batch_store
 from parts2whole.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 EXAMPLES = REPO_ROOT / "assets" / "examples"
@@ -161,17 +162,17 @@ def test_an_interrupted_line_is_made_again(lookbook, local_run, tmp_path, monkey
     rows = [json.loads(line) for line in manifest.read_text().splitlines()][:2]
     small = _write_manifest(manifest.parent, rows, "two.jsonl")
     out_dir = tmp_path / "out"
-    real_write = batch.OutputStore.write_bytes
+    real_write = batch_store.OutputStore.write_bytes
 
     def crash_on_json(store, name, data):
         if name.endswith(".json"):
             raise KeyboardInterrupt  # the process is stopped between the image and the JSON
         real_write(store, name, data)
 
-    monkeypatch.setattr(batch.OutputStore, "write_bytes", crash_on_json)
+    monkeypatch.setattr(batch_store.OutputStore, "write_bytes", crash_on_json)
     with pytest.raises(KeyboardInterrupt):
         batch.run(small, out_dir, weights="tiny", progress=False)
-    monkeypatch.setattr(batch.OutputStore, "write_bytes", real_write)
+    monkeypatch.setattr(batch_store.OutputStore, "write_bytes", real_write)
     assert list(out_dir.glob("*.png")) and not list(out_dir.glob("*.json"))
     summary = batch.run(small, out_dir, weights="tiny", progress=False)
     assert summary.generated == 2 and summary.skipped == 0 and summary.succeeded
@@ -308,11 +309,15 @@ def test_a_batch_of_bad_lines_exits_2_and_records_each(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_manifest_scheduler_becomes_the_generate_option(tmp_path):
-    line = batch.ManifestLine(number=1, id="x", values={"face": "f.png", "pose": "p.png", "scheduler": "dpmpp_2m"})
-    assert batch.line_arguments(line, tmp_path, batch.generate_defaults()).scheduler == "dpmpp_2m"
+def test_a_manifest_line_becomes_the_inputs_of_generate(tmp_path):
+    line = batch.ManifestLine(number=1, id="x", values={"face": "f.png", "face_mask": "/abs/m.png", "pose": "p.png",
+                                                        "scheduler": "dpmpp_2m", "seed": "7"})
+    inputs = batch.line_inputs(line, tmp_path)
+    assert inputs.scheduler == "dpmpp_2m" and inputs.seed == "7"  # checked (and made a number) when loaded
+    assert inputs.parts == {"face": str(tmp_path / "f.png")} and inputs.masks == {"face": "/abs/m.png"}
+    assert inputs.pose == str(tmp_path / "p.png") and inputs.pose_photo is None
     plain = batch.ManifestLine(number=2, id="y", values={"face": "f.png", "pose": "p.png"})
-    assert batch.line_arguments(plain, tmp_path, batch.generate_defaults()).scheduler == "ddim"
+    assert batch.line_inputs(plain, tmp_path).scheduler == "ddim"  # a key left out: the default of `generate`
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -345,7 +350,7 @@ def test_a_failed_local_write_leaves_the_old_file_and_no_partial_one(tmp_path, m
     def fail(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(batch.os, "replace", fail)
+    monkeypatch.setattr(batch_store.os, "replace", fail)  # the store's atomic rename
     with pytest.raises(OSError):
         store.write_bytes("a.json", b"new")
     assert (tmp_path / "a.json").read_bytes() == b"old"

@@ -65,3 +65,55 @@ def test_generate_on_the_tiny_model_writes_images_and_parameters(tmp_path):
     assert parameters["outputs"] == ["portrait_0.png", "portrait_1.png"] and parameters["tiny_model"] is True
     assert str(images[0]) in completed.stdout
     assert "Denoising" in completed.stderr  # progress is shown
+
+
+def test_generate_validates_the_request_once_and_hands_that_very_request_to_the_studio(tmp_path, monkeypatch):
+    """The front door validates (before the model loads) and passes the validated request on unchanged."""
+    from parts2whole import studio
+    from parts2whole.cli import generate as generate_command
+    from parts2whole.studio import inputs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("P2W_WEIGHTS_DIR", str(REPO_ROOT / "weights"))
+    loaded, generated = [], []
+
+    def recording_load(given):
+        loaded.append(inputs.load_request(given))
+        return loaded[-1]
+
+    real_generate = studio.Studio.generate
+
+    def recording_generate(self, request, **kwargs):
+        generated.append(request)
+        return real_generate(self, request, **kwargs)
+
+    monkeypatch.setattr(generate_command, "load_request", recording_load)
+    monkeypatch.setattr(generate_command.studio.Studio, "generate", recording_generate)
+    code = main(["generate", "--weights", "tiny", "--face", str(example_file("face")), "--pose",
+                 str(example_file("pose")), "--seed", "4", "--steps", "1", "--height", "64", "--width", "64",
+                 "-q", "-o", str(tmp_path / "out.png")])
+    assert code == 0 and len(loaded) == 1 and len(generated) == 1
+    assert generated[0] is loaded[0] and loaded[0].seed == 4 and list(loaded[0].references) == ["face"]
+
+
+def test_inputs_of_a_generation_load_into_a_validated_request_with_the_defaults_of_generate():
+    from parts2whole.cli import build_parser
+    from parts2whole.core.errors import Parts2WholeInputError
+    from parts2whole.studio.inputs import GenerationInputs, load_request
+
+    given = GenerationInputs(parts={"face": str(example_file("face"))}, masks={"face": str(example_file("face"))},
+                             pose=str(example_file("pose")), steps="3", seed="7")  # text, as in a CSV manifest
+    request = load_request(given)
+    assert (request.steps, request.seed) == (3, 7) and set(request.masks) == {"face"}
+    assert request.structure.mode == "RGB" and request.validated() == request
+    args = build_parser().parse_args(["generate", "--face", "f.png", "--pose", "p.png"])
+    plain = GenerationInputs(parts={"face": "f.png"}, pose="p.png")
+    for name in ("prompt", "negative_prompt", "seed", "steps", "guidance", "height", "width", "num_images",
+                 "fusion_blocks", "scheduler"):
+        assert getattr(plain, name) == getattr(args, name), name
+    assert plain.files() == {"face": "f.png", "pose": "p.png"}
+    with pytest.raises(Parts2WholeInputError, match="no image for that part"):
+        load_request(GenerationInputs(masks={"face": str(example_file("face"))}, pose=str(example_file("pose"))))
+    with pytest.raises(Parts2WholeInputError, match="Steps must be between"):
+        load_request(GenerationInputs(parts={"face": str(example_file("face"))}, pose=str(example_file("pose")),
+                                      steps=0))

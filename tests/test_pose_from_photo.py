@@ -228,10 +228,10 @@ def test_pose_mistakes_are_one_line_and_exit_2(argv, capsys, tmp_path, monkeypat
 
 
 def test_no_person_in_the_photo_is_exit_2(capsys, tmp_path, monkeypatch):
-    from parts2whole import cli
+    from parts2whole.cli import pose as pose_command
     from preprocess.densepose import NO_PERSON_MESSAGE
 
-    monkeypatch.setattr(cli, "_pose_estimators", lambda args: {"densepose": FixedEstimator(people=0)})
+    monkeypatch.setattr(pose_command, "_pose_estimators", lambda args: {"densepose": FixedEstimator(people=0)})
     code = main(["pose", str(PHOTO), "-o", str(tmp_path / "map.png")])
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and err.strip().count("\n") == 0 and NO_PERSON_MESSAGE in err
