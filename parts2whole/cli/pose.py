@@ -59,7 +59,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     pose.add_argument("--width", type=int, default=None, help="fit the map into this width (with --height)")
     pose.add_argument("--weights", default=None, metavar="tiny",
                       help="'tiny': tiny random stand-ins, offline (placeholder maps, for trying things out); "
-                           "default: the real preprocessing weights, downloaded once into weights/")
+                           "default: the real preprocessing weights, downloaded once into the weights folder (P2W_WEIGHTS_DIR; installed: ~/.cache/parts2whole)")
     pose.add_argument("--device", default=None, help="cuda or cpu for DensePose (default: cuda when available)")
     pose.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
     pose.set_defaults(handler=run)
