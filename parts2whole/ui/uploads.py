@@ -34,13 +34,14 @@ def file_path(upload) -> str | None:
 
 
 def _file_key(path: str, extra: tuple) -> tuple | None:
-    """What identifies the file's content: its path, size and modification time (None: unreadable, so
-    never kept; the loader then says what is wrong). Gradio names uploads after a hash of their bytes."""
+    """What identifies the file's content: its path and size (None: unreadable, so never kept; the loader
+    then says what is wrong). Gradio keeps each upload in a folder named after the hash of its bytes, so
+    a path names one content; the same picture sent again lands on the same path (with a new mtime)."""
     try:
-        stat = os.stat(path)
+        size = os.stat(path).st_size
     except (OSError, TypeError, ValueError):
         return None
-    return (os.fspath(path), stat.st_size, stat.st_mtime_ns, *extra)
+    return (os.fspath(path), size, *extra)
 
 
 class Uploads:
