@@ -61,15 +61,11 @@ def test_mask_preview_endpoint_shows_the_mask_in_use(client):
 # ---------------------------------------------------------------------------------------- in-process handlers
 
 
-@pytest.fixture(scope="module")
-def app_module():
-    import app
+def test_uploaded_mask_replaces_the_default_and_painting_adds_or_removes(tmp_path):
+    from parts2whole.ui.masks import BRUSH_ADDS, BRUSH_REMOVES
+    from parts2whole.ui.slots import make_slot_handlers
 
-    return app
-
-
-def test_uploaded_mask_replaces_the_default_and_painting_adds_or_removes(app_module, tmp_path):
-    on_change, on_upload, on_painted, _ = app_module.make_slot_handlers("face")
+    on_change, on_upload, on_painted, _ = make_slot_handlers("face")
     face = str(example_file("face"))
     mask, preview, editor = on_change(face)
     assert mask is None and "transparency" in preview["label"]
@@ -85,17 +81,19 @@ def test_uploaded_mask_replaces_the_default_and_painting_adds_or_removes(app_mod
     stroke = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
     stroke.paste((255, 45, 149, 140), (0, 128, 256, 256))
     added, preview, _ = on_painted({"background": editor["background"], "layers": [stroke], "composite": None},
-                                   face, str(tmp_path / "mask.png"), app_module.BRUSH_ADDS)
+                                   face, str(tmp_path / "mask.png"), BRUSH_ADDS)
     assert added.getextrema() == (255, 255) and "100%" in preview["label"]
     removed, preview, _ = on_painted({"background": editor["background"], "layers": [stroke], "composite": None},
-                                     face, str(tmp_path / "mask.png"), app_module.BRUSH_REMOVES)
+                                     face, str(tmp_path / "mask.png"), BRUSH_REMOVES)
     assert removed.getbbox() == (0, 0, 256, 128)
 
 
-def test_examples_fill_every_slot_and_the_prompt(app_module):
-    examples = app_module.load_examples()
+def test_examples_fill_every_slot_and_the_prompt():
+    from parts2whole.ui.galleries import load_examples, make_example_loader
+
+    examples = load_examples()
     assert len(examples) >= 3
-    loader = app_module.make_example_loader(examples)
+    loader = make_example_loader(examples)
     values = loader(None, type("Select", (), {"index": 0})())
     assert len(values) == 6 + 3 and values[-3].endswith("pose.png") and values[-2]
     assert values[-1]["visible"] is False  # a drawn example has no real photo to show

@@ -147,8 +147,8 @@ def test_real_weights_that_cannot_be_downloaded_fall_back_to_tiny_models(monkeyp
 
 
 def test_tiny_studio_means_tiny_preprocessing_and_the_banner_says_so(tmp_path):
-    import app
     from parts2whole.studio.preprocessing import PreprocessingService
+    from parts2whole.ui import build_demo
 
     service = PreprocessingService(FakeStudio(tiny=True, folder=str(tmp_path)), tiny_folder=tmp_path / "unused")
     assert service.uses_tiny_models and "tiny random models" in service.banner_note()
@@ -157,7 +157,7 @@ def test_tiny_studio_means_tiny_preprocessing_and_the_banner_says_so(tmp_path):
     from parts2whole.studio import ResolvedWeights, Studio
 
     studio = Studio(resolver=lambda spec: ResolvedWeights(path=str(tmp_path), name="tiny", is_tiny=True))
-    demo = app.build_demo(studio, service)
+    demo = build_demo(studio, service)
     banner = next(block for block in demo.config["components"] if block.get("props", {}).get("elem_id") == "tiny-model-banner")
     assert "tiny random models" in banner["props"]["value"]
     names = {dependency.get("api_name") for dependency in demo.config["dependencies"]}
@@ -168,11 +168,11 @@ def test_tiny_studio_means_tiny_preprocessing_and_the_banner_says_so(tmp_path):
 
 
 def test_box_needs_two_corners_and_undo_steps_back(tmp_path):
-    import app
     from parts2whole.studio.preprocessing import PreprocessingService
+    from parts2whole.ui.tools import make_tool_handlers
 
     service = PreprocessingService(FakeStudio(tiny=True), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
-    tools = app.make_tool_handlers("shoes", service)
+    tools = make_tool_handlers("shoes", service)
     shoes = str(flat_photo("shoes", tmp_path))
     mask, preview, _editor, _mode, message, state = tools["click"](shoes, "box", 20, 30, None)
     assert "opposite corner" in message["value"] and state["corner"] == (20.0, 30.0)
@@ -214,20 +214,19 @@ def test_the_expected_pose_map_kind_comes_from_the_checkpoint(tmp_path, monkeypa
 
 
 def test_pose_slot_keeps_a_map_and_turns_a_photo_into_a_labelled_skeleton(tmp_path):
-    import app
     from parts2whole.studio.preprocessing import PreprocessingService
-
     from parts2whole.train.export import METADATA_NAME
+    from parts2whole.ui.pose import make_pose_handlers
 
     service = PreprocessingService(FakeStudio(tiny=True), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
-    pose = app.make_pose_handlers(service)
+    pose = make_pose_handlers(service)
     densepose = str(example_file("pose"))
     kept, preview, note, state = pose["upload"](densepose, FAST_SIZE)
     assert note["value"].startswith("✓ **DensePose map**") and preview["visible"] is False and not state["from_photo"]
 
     (tmp_path / METADATA_NAME).write_text(json.dumps({"structure_kind": "openpose"}))  # a photo becomes a skeleton
     service = PreprocessingService(FakeStudio(tiny=True, folder=str(tmp_path)), tiny_folder=WEIGHTS_DIR / "tiny-preprocess")
-    pose = app.make_pose_handlers(service)
+    pose = make_pose_handlers(service)
 
     photo = str(EXAMPLE_DIR / "thumbnail.jpg")
     pose_map, preview, note, state = pose["upload"](photo, FAST_SIZE)  # a photo, not a map: DWPose runs

@@ -57,14 +57,14 @@ def test_unknown_sampler_is_a_message_not_a_traceback(client):
 
 
 def test_speed_presets_set_sampler_and_steps_and_follow_hand_changes():
-    import app
+    from parts2whole.ui import settings
 
-    assert app.preset_values(app.PRESET_FAST, 30) == ("dpmpp_2m", 20)
-    assert app.preset_values(app.PRESET_DEFAULT, 30) == ("ddim", 30)
-    assert app.matching_preset("dpmpp_2m", 20.0, 30) == app.PRESET_FAST  # sliders send floats
-    assert app.matching_preset("ddim", 30, 30) == app.PRESET_DEFAULT
-    assert app.matching_preset("dpmpp_2m", 25, 30) is None
-    assert app.matching_preset("unipc", 20, 30) is None
+    assert settings.preset_values(settings.PRESET_FAST, 30) == ("dpmpp_2m", 20)
+    assert settings.preset_values(settings.PRESET_DEFAULT, 30) == ("ddim", 30)
+    assert settings.matching_preset("dpmpp_2m", 20.0, 30) == settings.PRESET_FAST  # sliders send floats
+    assert settings.matching_preset("ddim", 30, 30) == settings.PRESET_DEFAULT
+    assert settings.matching_preset("dpmpp_2m", 25, 30) is None
+    assert settings.matching_preset("unipc", 20, 30) is None
 
 
 def test_fast_preset_in_chromium_sets_sampler_and_steps(tmp_path):

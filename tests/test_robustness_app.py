@@ -154,11 +154,11 @@ def test_a_stretched_pose_map_is_noted(client, tmp_path):
 
 
 def test_uploads_above_the_limit_are_refused(client, tmp_path):
-    import app
+    from parts2whole.ui.launch import MAX_UPLOAD_MB
 
     big = tmp_path / "big.png"
     with open(big, "wb") as handle_:
-        handle_.truncate(app.MAX_UPLOAD_MB * 1024 * 1024 + 1024)
+        handle_.truncate(MAX_UPLOAD_MB * 1024 * 1024 + 1024)
     with pytest.raises(Exception) as error:
         quick_generate(client, face=handle(str(big)))
     assert "Traceback" not in str(error.value)
@@ -182,9 +182,11 @@ def test_nothing_outside_the_cache_and_assets_is_served():
 
 def test_launch_settings_cap_uploads_and_serve_no_extra_paths():
     import app
+    from parts2whole.ui.launch import MAX_UPLOAD_MB, launch_kwargs
 
-    kwargs = app.launch_kwargs(app.parse_args([]))
-    assert kwargs["max_file_size"] == f"{app.MAX_UPLOAD_MB}mb"
+    args = app.parse_args([])
+    kwargs = launch_kwargs(args.host, args.port, args.share)
+    assert kwargs["max_file_size"] == f"{MAX_UPLOAD_MB}mb"
     assert not kwargs.get("allowed_paths") and kwargs["show_error"] is False
 
 
@@ -193,16 +195,17 @@ def test_out_of_memory_in_the_generate_handler_is_a_message_and_the_next_run_wor
     import gradio as gr
     import torch
 
-    import app
     from parts2whole import studio as studio_module
+    from parts2whole.ui.generate import make_generate
+    from parts2whole.ui.settings import DEFAULT_SIZE
     from test_robustness import _FailingOncePipeline
 
     pipe = _FailingOncePipeline(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB"))
     studio = studio_module.Studio(loader=lambda weights, choice: pipe, device="cpu",
                                   resolver=lambda spec: studio_module.ResolvedWeights(path="fake", name="fake"))
-    generate = app.make_generate(studio)
+    generate = make_generate(studio)
     inputs = dict(face=str(example_file("face")), pose=str(example_file("pose")), randomize_seed=False, seed=3,
-                  steps=2, size=app.DEFAULT_SIZE)
+                  steps=2, size=DEFAULT_SIZE)
     with pytest.raises(gr.Error) as error:
         generate(**inputs)
     message = assert_clear_app_error(error.value, "Out of memory", "smaller output size")

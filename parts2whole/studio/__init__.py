@@ -36,6 +36,7 @@ from ..core.limits import (MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, STUDIO_MAX_IMAGES,
                            STUDIO_MAX_STEPS)
 from ..core.weights import HUB_TIMEOUT_S, WEIGHTS_DIR_ENV, hub_offline, is_unreachable, weights_dir  # noqa: F401 - re-exported
 from ..model.schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name  # noqa: F401 - re-exported
+from ..model.schedulers import FAST_SCHEDULER, FAST_STEPS, SCHEDULERS  # noqa: F401 - re-exported
 
 logger = logging.getLogger("parts2whole.studio")
 
