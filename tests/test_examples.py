@@ -175,7 +175,7 @@ def test_damaged_or_missing_member_drops_its_example_with_a_clear_note(standin, 
 
 
 def test_unreadable_dataset_gives_one_note_and_the_drawn_examples(standin, tmp_path, caplog):
-    import app
+    from parts2whole.ui import galleries
 
     root = _copy(standin, tmp_path)
     (root / examples.TEST_INDEX).unlink()
@@ -188,8 +188,8 @@ def test_unreadable_dataset_gives_one_note_and_the_drawn_examples(standin, tmp_p
     assert snapshot.state == examples.STATE_FAILED and snapshot.manifest is None
     assert "test.jsonl is not in the dataset" in snapshot.note and "\n" not in snapshot.note
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1  # logged once
-    content = app.shown_content(snapshot)
-    assert not content["photos"] and [e.title for e in content["examples"]] == [e.title for e in app.load_examples()]
+    content = galleries.shown_content(snapshot)
+    assert not content["photos"] and [e.title for e in content["examples"]] == [e.title for e in galleries.load_examples()]
     assert len(content["poses"]) == len(content["examples"]) and all(p["path"].endswith("pose.png") for p in content["poses"])
 
 
@@ -232,12 +232,14 @@ def test_offline_start_never_tries_the_network(tmp_path, monkeypatch):
 
 
 def test_background_fetch_swaps_the_photo_examples_in(standin, tmp_path):
-    import app
+    import gradio as gr
+
+    from parts2whole.ui import galleries
 
     library = examples.ExampleLibrary(cache_root=tmp_path / "cache",
                                       file_system=lambda revision: (CountingFileSystem(), str(standin)))
-    refresh = app.make_examples_refresh(library)
-    before = app.shown_content(library.snapshot())
+    refresh = galleries.make_examples_refresh(library)
+    before = galleries.shown_content(library.snapshot())
     assert not before["photos"]
     library.start_background_fetch()
     assert library.wait(60).state == examples.STATE_CACHED
@@ -245,11 +247,13 @@ def test_background_fetch_swaps_the_photo_examples_in(standin, tmp_path):
     assert content["photos"] and len(gallery["value"]) == 8 and len(poses["value"]) == 24
     assert "real photo" in gallery["value"][0][1] and "ground truth" in note["value"]
     assert timer.active is False  # nothing left to wait for
-    assert refresh(content)[0] is not None and refresh(content)[3] == app.gr.skip()  # unchanged: nothing sent
+    assert refresh(content)[0] is not None and refresh(content)[3] == gr.skip()  # unchanged: nothing sent
 
 
 def test_bundle_and_masks_trace_inputs_to_their_dataset_sample(standin, tmp_path):
-    import app
+    from parts2whole.studio import mask_coverage
+    from parts2whole.ui.bundle import dataset_sources
+    from parts2whole.ui.pose import dataset_pose_note
     from preprocess.images import load_image, load_mask
 
     manifest = examples.fetch_examples(CountingFileSystem(), str(standin), cache_root=tmp_path / "cache")
@@ -258,13 +262,13 @@ def test_bundle_and_masks_trace_inputs_to_their_dataset_sample(standin, tmp_path
     face = load_image(manifest.path(example.parts["face"]))
     assert examples.dataset_mask_path(face) == manifest.path(example.masks["face"])
     loaded = load_mask(examples.dataset_mask_path(face), face.size).mask
-    assert loaded.mode == "L" and 0 < app.studio_module.mask_coverage(loaded) < 1
-    details = app._dataset_sources({"face": face}, load_image(manifest.path(pose.pose)))
+    assert loaded.mode == "L" and 0 < mask_coverage(loaded) < 1
+    details = dataset_sources({"face": face}, load_image(manifest.path(pose.pose)))
     assert details["dataset_sources"]["face"]["sample"] == example.sample_id
     assert details["dataset_sources"]["pose"]["sample"] == pose.sample_id
     assert pose.sample_id in details["pose_source"] and examples.DATASET_ID in details["pose_source"]
-    assert pose.sample_id in app._dataset_pose_note(load_image(manifest.path(pose.pose)))
-    assert app._dataset_sources({"face": Image.new("RGB", (20, 30))}, None) == {}
+    assert pose.sample_id in dataset_pose_note(load_image(manifest.path(pose.pose)))
+    assert dataset_sources({"face": Image.new("RGB", (20, 30))}, None) == {}
 
 
 def test_cli_fetches_lists_and_reports_bytes(standin, tmp_path, capsys):

@@ -147,10 +147,10 @@ def test_the_densepose_map_is_fitted_keeping_the_aspect_without_new_values():
 
 
 def test_pose_slot_makes_a_densepose_map_notes_several_people_and_the_bundle_says_how(tmp_path):
-    import app
+    from parts2whole.ui.pose import make_pose_handlers, pose_details
 
     service = fixed_service(people=3)
-    pose = app.make_pose_handlers(service)
+    pose = make_pose_handlers(service)
     pose_map, preview, note, state = pose["from_photo"](str(PHOTO), FAST_SIZE)
     assert pose_map.size == (512, 768)  # the output's shape, at least 768 long
     assert note["value"].startswith("✓ **DensePose map** (made from your photo with DensePose)")
@@ -162,26 +162,26 @@ def test_pose_slot_makes_a_densepose_map_notes_several_people_and_the_bundle_say
     note, _preview, kept = pose["kind"](str(tmp_path / "map.png"), state)  # the slot's own change event
     assert "made from your photo with DensePose" in note["value"] and kept["from_photo"]
 
-    parameters, files = app._pose_details(service, Image.open(tmp_path / "map.png"), kept)
+    parameters, files = pose_details(service, Image.open(tmp_path / "map.png"), kept)
     assert parameters["structure_kind"] == "densepose" and parameters["pose_source"] == "DensePose from a photo"
     record = parameters["pose_map"]
     assert DETAIL_KEYS <= set(record) and record["from_photo"] is True and record["score"] == 0.97
     assert record["weights"] == "fixed" and len(record["box"]) == 4 and not files
-    uploaded, _ = app._pose_details(service, Image.open(example_file("pose")), kept)
+    uploaded, _ = pose_details(service, Image.open(example_file("pose")), kept)
     assert uploaded["pose_map"] == {"kind": "densepose", "from_photo": False}
 
 
 def test_no_person_is_one_clear_message_in_the_app(tmp_path):
     import gradio as gr
 
-    import app
+    from parts2whole.ui.pose import make_pose_handlers
     from preprocess.densepose import NO_PERSON_MESSAGE
 
-    pose = app.make_pose_handlers(fixed_service(people=0))
+    pose = make_pose_handlers(fixed_service(people=0))
     with pytest.raises(gr.Error) as error_info:
         pose["densepose_from_photo"](str(PHOTO), FAST_SIZE)
     assert NO_PERSON_MESSAGE in str(error_info.value)
-    pose = app.make_pose_handlers(fixed_service(people=0, folder=str(openpose_checkpoint(tmp_path))))
+    pose = make_pose_handlers(fixed_service(people=0, folder=str(openpose_checkpoint(tmp_path))))
     assert pose["from_photo"](str(PHOTO), FAST_SIZE)[3]["kind"] == "openpose"  # DensePose is not asked
 
 
@@ -287,8 +287,8 @@ def _value(update):
 def test_endpoints_make_each_kind_and_generate_records_the_densepose_map(client, tmp_path):
     from gradio_client import handle_file
 
-    import app
     from parts2whole.studio.preprocessing import fit_map
+    from parts2whole.ui.pose import pose_map_size
     from preprocess.densepose import load_tiny_densepose
     from preprocess.structure import structure_kind_of
 
@@ -297,7 +297,7 @@ def test_endpoints_make_each_kind_and_generate_records_the_densepose_map(client,
     assert "DensePose map" in _value(note) and "made from your photo with DensePose" in _value(note)
     served = np.asarray(Image.open(_value(pose_map)).convert("RGB")).astype(int)
     expected, _ = fit_map(load_tiny_densepose(TINY_FOLDER)(Image.open(photo).convert("RGB")).map,
-                          app._pose_map_size(FAST_SIZE))
+                          pose_map_size(FAST_SIZE))
     assert served.shape == (768, 512, 3) and served.max() > 0
     assert (np.abs(served - np.asarray(expected).astype(int)).max(axis=2) <= 2).mean() > 0.99  # the library's map
 
