@@ -326,8 +326,12 @@ def test_cli_as_a_process_bad_file_and_bad_setting(bad_files, tmp_path):
 # ----------------------------------------------------------------------------------------- safe serving, docs
 
 
+RESTRICTED_UNPICKLER = REPO_ROOT / "preprocess" / "densepose" / "checkpoint.py"
+#: Everything the served app runs: the entry, the package front, and the layers under the UI (every subpackage).
 SERVING_SOURCES = [REPO_ROOT / "app.py", *sorted((REPO_ROOT / "parts2whole").glob("*.py")),
-                   *sorted((REPO_ROOT / "preprocess").glob("*.py"))]
+                   *(path for layer in ("core", "model", "studio", "ui", "examples")
+                     for path in sorted((REPO_ROOT / "parts2whole" / layer).rglob("*.py"))),
+                   *sorted((REPO_ROOT / "preprocess").rglob("*.py"))]
 
 
 def test_no_user_path_can_reach_a_shell_and_nothing_is_unpickled():
@@ -338,6 +342,8 @@ def test_no_user_path_can_reach_a_shell_and_nothing_is_unpickled():
     for path in SERVING_SOURCES:
         source = path.read_text()
         for needle in ("subprocess", "os.system", "os.popen", "shell=True", "pickle.load", "trust_remote_code=True"):
+            if needle == "pickle.load" and path == RESTRICTED_UNPICKLER:
+                continue  # names pickle.load only to say why it is not used; test_densepose.py tests its unpickler
             assert needle not in source, f"{path.name} uses {needle}"
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
