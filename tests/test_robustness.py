@@ -186,15 +186,15 @@ class _FailingOncePipeline:
     def __init__(self, error: BaseException):
         self.error = error
 
-    def encode_references(self, references, masks, height, width, fusion_blocks):
+    def encode_checked(self, references, height, width, fusion_blocks):
         return {"tokens": torch.zeros(1, 4)}
 
-    def __call__(self, *, num_inference_steps, callback_on_step_end, num_images_per_prompt, height, width, **kwargs):
+    def generate_checked(self, request, *, callback_on_step_end, **kwargs):
         if self.error is not None:
             error, self.error = self.error, None
             raise error
-        latents = torch.zeros(num_images_per_prompt, 4, height // 8, width // 8)
-        for step in range(num_inference_steps):
+        latents = torch.zeros(request.settings.num_images_per_prompt, 4, request.height // 8, request.width // 8)
+        for step in range(request.settings.num_inference_steps):
             callback_on_step_end(self, step, 999 - step, {"latents": latents})
         return type("Output", (), {"images": latents})()
 

@@ -13,6 +13,7 @@ from PIL import Image
 from app_fixtures import WEIGHTS_DIR, example_file
 from tolerances import assert_same_pixels
 from parts2whole import studio as studio_module
+from parts2whole.studio import service as service_module
 from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.studio import (
     GenerationRequest, ReferenceCache, ResolvedWeights, Studio, choose_device, resolve_weights,
@@ -34,16 +35,15 @@ class FakePipeline:
         self.device = device
         return self
 
-    def encode_references(self, references, masks, height, width, fusion_blocks):
+    def encode_checked(self, references, height, width, fusion_blocks):
         self.encode_calls += 1
-        return SimpleNamespace(tensor=torch.zeros(len(references), 8), labels=tuple(references))
+        return SimpleNamespace(tensor=torch.zeros(len(references.images), 8), labels=references.labels)
 
-    def __call__(self, *, num_inference_steps, callback_on_step_end, reference_encoding, num_images_per_prompt,
-                 height, width, output_type, **kwargs):
-        assert output_type == "latent" and reference_encoding is not None
-        self.calls.append(kwargs)
-        latents = torch.zeros(num_images_per_prompt, 4, height // 8, width // 8)
-        for step in range(num_inference_steps):
+    def generate_checked(self, request, *, reference_encoding, callback_on_step_end, **kwargs):
+        assert request.settings.output_type == "latent" and reference_encoding is not None
+        self.calls.append(request)
+        latents = torch.zeros(request.settings.num_images_per_prompt, 4, request.height // 8, request.width // 8)
+        for step in range(request.settings.num_inference_steps):
             callback_on_step_end(self, step, 999 - step, {"latents": latents})
         return SimpleNamespace(images=latents)
 
@@ -122,8 +122,8 @@ def test_zero_gpu_generation_passes_only_data_to_the_gpu_call(monkeypatch):
     pipe = FakePipeline()
     studio = Studio(loader=lambda weights, choice: pipe, resolver=lambda spec: FAKE_WEIGHTS)
     calls = []
-    original = studio_module._run_on_zero_gpu
-    monkeypatch.setattr(studio_module, "_run_on_zero_gpu",
+    original = service_module._run_on_zero_gpu
+    monkeypatch.setattr(service_module, "_run_on_zero_gpu",
                         lambda *args: calls.append(args) or original(*args))
     updates = []
     result = studio.generate(small_request(), progress=updates.append)
@@ -235,8 +235,8 @@ def test_tiny_model_generates_and_reproduces(monkeypatch):
     studio = Studio("tiny", device="cpu")
     encodes = []
     pipe = studio.pipeline()
-    original = pipe.encode_references
-    monkeypatch.setattr(pipe, "encode_references", lambda *a, **k: encodes.append(1) or original(*a, **k))
+    original = pipe.encode_checked
+    monkeypatch.setattr(pipe, "encode_checked", lambda *a, **k: encodes.append(1) or original(*a, **k))
     first = studio.generate(small_request(seed=7, steps=2))
     second = studio.generate(small_request(seed=7, steps=2))
     assert len(encodes) == 1 and second.reused_references

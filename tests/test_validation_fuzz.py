@@ -58,7 +58,7 @@ bad_requests = st.one_of(
 
 
 def test_a_good_request_passes():
-    assert check_request(**GOOD).num_inference_steps == 30
+    assert check_request(**GOOD).settings.num_inference_steps == 30
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import diffusers
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput
@@ -132,19 +133,27 @@ class Parts2WholePipeline(DiffusionPipeline):
         ids = tokens.input_ids.to(self._execution_device)
         return self.text_encoder(ids).last_hidden_state
 
-    @torch.no_grad()
     def encode_references(self, references: Mapping[str, Image.Image], masks: Mapping[str, Image.Image] | None = None,
                           height: int = 768, width: int = 512, fusion_blocks: str = "full") -> ReferenceEncoding:
-        """Encode the references: VAE latents (one reference at a time) -> ONE batched reference-UNet pass
-        at t=0 with each label's text, recording the masked self-attention inputs; batched CLIP image tokens."""
-        images, given_masks = validation.normalise_references(references, masks)
+        """Check the references, size and fusion set once (`validation.normalise_references`, `check_size`,
+        `check_fusion_blocks`), then encode them with `encode_checked`."""
+        checked = validation.normalise_references(references, masks)
         height, width = validation.check_size(height, width)
-        validation.check_fusion_blocks(fusion_blocks)
-        labels = tuple(images)
+        return self.encode_checked(checked, height, width, validation.check_fusion_blocks(fusion_blocks))
+
+    @torch.no_grad()
+    def encode_checked(self, references: validation.CheckedReferences, height: int, width: int,
+                       fusion_blocks: str) -> ReferenceEncoding:
+        """Encode references that were checked already (by `encode_references`, `validation.check_request` or
+        the studio's validated request); nothing is checked again here, the empty-mask check included.
+
+        VAE latents (one reference at a time) -> ONE batched reference-UNet pass at t=0 with each label's
+        text, recording the masked self-attention inputs; batched CLIP image tokens."""
+        images, given_masks = references.images, references.masks
+        labels = references.labels
         pixels, subject_masks = [], []
         for label in labels:
             pixel, mask = reference_pixels_and_mask(images[label], given_masks.get(label), height, width)
-            validation.check_empty_mask(label, float(mask.max()), from_alpha=label not in given_masks)
             pixels.append(pixel)
             subject_masks.append(mask)
         device, dtype = self._execution_device, self._compute_dtype
@@ -238,39 +247,58 @@ class Parts2WholePipeline(DiffusionPipeline):
         "dpmpp_2m_karras", "unipc", "euler_a"), built from `pipe.scheduler`'s config; None (the default)
         uses `pipe.scheduler` itself, which is DDIM, the official sampler, as loaded. Either way each call
         gets its own instance. `eta`: DDIM's noise weight (0, the official value, is deterministic).
+
+        Every argument is checked once, here (`validation.check_request`: references normalised once,
+        scheduler name canonicalised once); `generate_checked` then trusts the result.
         """
-        settings = validation.check_request(
+        request = validation.check_request(
             references=references, masks=masks, structure=structure, prompt=prompt, negative_prompt=negative_prompt,
             height=height, width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             num_images_per_prompt=num_images_per_prompt, output_type=output_type, fusion_blocks=fusion_blocks,
-            has_reference_encoding=reference_encoding is not None)
-        scheduler_name = None if scheduler is None else scheduler_table.canonical_scheduler_name(scheduler)
-        eta = scheduler_table.check_eta(eta)
+            has_reference_encoding=reference_encoding is not None, scheduler=scheduler, eta=eta)
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_TENSOR_INPUTS
         if unknown:
             raise Parts2WholeInputError(f"callback_on_step_end_tensor_inputs may name {sorted(CALLBACK_TENSOR_INPUTS)}, not {sorted(unknown)}.")
-        for note in (self.prompt_truncation_note(settings.prompt), validation.structure_note(structure, height, width)):
+        for note in (self.prompt_truncation_note(request.settings.prompt), validation.structure_note(structure, height, width)):
             if note:
                 logger.warning(note)
+        return self.generate_checked(request, reference_encoding=reference_encoding, latents=latents, generator=generator,
+                                     callback_on_step_end=callback_on_step_end,
+                                     callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+
+    @torch.no_grad()
+    def generate_checked(self, request: validation.CheckedRequest, *, reference_encoding: ReferenceEncoding | None = None,
+                         latents: torch.Tensor | np.ndarray | None = None,
+                         generator: torch.Generator | list[torch.Generator] | None = None,
+                         callback_on_step_end: Callable | None = None,
+                         callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",)) -> Parts2WholePipelineOutput:
+        """Generate from arguments checked already (by `__call__` or the studio's validated request): nothing
+        is checked again, except that a cached `reference_encoding` was made for this size and fusion set.
+        Without an encoding, `request.references` are encoded first (`encode_checked`)."""
         with self._call_lock:
-            if reference_encoding is None:
-                reference_encoding = self.encode_references(references, masks, height, width, fusion_blocks)
-            elif (reference_encoding.height, reference_encoding.width, reference_encoding.fusion_blocks) != (height, width, fusion_blocks):
+            encoding = reference_encoding
+            if encoding is None:
+                if request.references is None:
+                    raise ValueError("generate_checked needs request.references or a reference_encoding")
+                encoding = self.encode_checked(request.references, request.height, request.width, request.fusion_blocks)
+            elif (encoding.height, encoding.width, encoding.fusion_blocks) != (request.height, request.width, request.fusion_blocks):
                 raise Parts2WholeInputError("The cached reference encoding was made for another size or fusion set.")
-            output = self._generate(reference_encoding, structure, settings, height, width, latents, generator,
-                                    callback_on_step_end, callback_on_step_end_tensor_inputs, scheduler_name, eta)
+            output = self._generate(encoding, request, latents, generator, callback_on_step_end,
+                                    callback_on_step_end_tensor_inputs)
             self.maybe_free_model_hooks()  # with model CPU offload: every model back to the CPU after a call
             return output
 
     def _new_scheduler(self, name: str | None):
         """A fresh scheduler for one call (multistep solvers keep state on the instance; `self.scheduler` is
-        only read, so calls with different samplers never share one)."""
+        only read, so calls with different samplers never share one). `name` is canonical already (checked
+        by `validation.check_request` or the studio), so it is looked up, not canonicalised again."""
         if name is None:
             return type(self.scheduler).from_config(self.scheduler.config)
-        return scheduler_table.build_scheduler(name, self.scheduler.config)
+        choice = scheduler_table.SCHEDULERS[name]
+        return getattr(diffusers, choice.class_name).from_config(dict(self.scheduler.config), **choice.overrides)
 
-    def _generate(self, encoding, structure, settings, height, width, latents, generator, callback, callback_inputs,
-                  scheduler_name=None, eta=0.0):
+    def _generate(self, encoding, request: validation.CheckedRequest, latents, generator, callback, callback_inputs):
+        settings, structure, height, width = request.settings, request.structure, request.height, request.width
         device, dtype = self._execution_device, self._compute_dtype
         guided = settings.guidance_scale > 1
         num_images = settings.num_images_per_prompt
@@ -280,11 +308,11 @@ class Parts2WholePipeline(DiffusionPipeline):
         context = self._context(encoding, prompt_embeds, negative_embeds, num_images)
         pose_features = self.pose_guider(structure_pixels(structure, height, width).to(device=device, dtype=dtype))
 
-        scheduler = self._new_scheduler(scheduler_name)  # per call: no shared mutable state
+        scheduler = self._new_scheduler(request.scheduler)  # per call: no shared mutable state
         scheduler.set_timesteps(settings.num_inference_steps, device=device)
         # Noise at the first timestep's level: 1 for DDIM and the DPM/UniPC solvers, sigma_max-scaled for Euler.
         latents = self._initial_latents(latents, generator, num_images, height, width) * scheduler.init_noise_sigma
-        extra_step_kwargs = scheduler_table.step_kwargs(scheduler, generator, eta)
+        extra_step_kwargs = scheduler_table.step_kwargs(scheduler, generator, request.eta)
         shared = SharedAttention(encoding.features.to(device), reference_rows_start=num_images if guided else 0,
                                  pack_masked_tokens=self.pack_masked_tokens)
 
