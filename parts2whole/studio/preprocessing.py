@@ -30,7 +30,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from preprocess.background import BackgroundRemover
+from preprocess.images import flatten_alpha, load_rgb, pixel_hash
+from preprocess.parsing import HumanParser
+from preprocess.parts import select_part
+from preprocess.pose import DWPOSE_REPO_ID, DWPOSE_REVISION, WholeBodyPoseEstimator, estimate_pose, render_pose_map
+from preprocess.sam import ClickState, SamSegmenter, click_state_from_mask
+from preprocess.structure import structure_kind_of
+
 from ..core.errors import CheckpointError, Parts2WholeInputError
+from ..core.weights import weights_dir
 
 logger = logging.getLogger("parts2whole.preprocessing")
 
@@ -139,7 +148,6 @@ def make_pose_map(photo: Image.Image, kind: str, size: tuple[int, int] | None = 
 
     The preview is photo-sized: the map over the darkened photo.
     """
-    from preprocess.images import load_rgb
 
     rgb = load_rgb(photo, what="photo")  # upright (EXIF orientation applied), transparency on white
     if kind == DENSEPOSE_KIND:
@@ -156,7 +164,6 @@ def make_pose_map(photo: Image.Image, kind: str, size: tuple[int, int] | None = 
                              DENSEPOSE_KIND, details, result.note)
     if kind != OPENPOSE_KIND:
         raise Parts2WholeInputError(f"Unknown pose map kind {kind!r}: use densepose or openpose.")
-    from preprocess.pose import DWPOSE_REPO_ID, DWPOSE_REVISION, estimate_pose, render_pose_map
 
     if size is None:
         scale = POSE_MAP_MAX_SIDE / max(rgb.size)
@@ -219,7 +226,6 @@ class PreprocessingService:
     @property
     def tiny_folder(self) -> Path:
         if self._tiny_folder is None:
-            from ..core.weights import weights_dir
 
             self._tiny_folder = weights_dir() / TINY_PREPROCESS_DIR_NAME
         return self._tiny_folder
@@ -247,7 +253,7 @@ class PreprocessingService:
         return thread
 
     def _tiny_files(self):
-        from preprocess.tiny import ensure_tiny_preprocessing
+        from preprocess.tiny import ensure_tiny_preprocessing  # heavy (torch, diffusers): imported on first use, keeps importing the studio light
 
         with self._tiny_lock:
             return ensure_tiny_preprocessing(self.tiny_folder)
@@ -274,14 +280,12 @@ class PreprocessingService:
             return model
 
     def parser(self):
-        from preprocess.parsing import HumanParser
 
         return self._model(PARSER, lambda: HumanParser.from_hub(device=self.device),
                            lambda files: HumanParser(files.parser, device=self.device))
 
     def segmenter(self):
-        from preprocess.sam import SamSegmenter
-        from preprocess.tiny import load_tiny_sam
+        from preprocess.tiny import load_tiny_sam  # heavy (torch, diffusers): imported on first use, keeps importing the studio light
 
         def real():
             segmenter = SamSegmenter.from_hub(device=self.device)
@@ -291,14 +295,13 @@ class PreprocessingService:
         return self._model(SEGMENTER, real, lambda files: load_tiny_sam(files.sam, device=self.device))
 
     def pose_estimator(self):
-        from preprocess.pose import WholeBodyPoseEstimator
 
         return self._model(POSE, WholeBodyPoseEstimator.from_hub,
                            lambda files: WholeBodyPoseEstimator(files.detector, files.pose))
 
     def densepose_estimator(self):
         """DensePose R50-FPN: the pinned download, `densepose_weights` when given, or the tiny stand-in."""
-        from preprocess.densepose import load_densepose, load_tiny_densepose
+        from preprocess.densepose import load_densepose, load_tiny_densepose  # heavy (torch, diffusers): imported on first use, keeps importing the studio light
 
         def tiny(_files):  # built once into the same folder as the other stand-ins (file-locked there)
             return load_tiny_densepose(self.tiny_folder, device=self.device)
@@ -310,8 +313,7 @@ class PreprocessingService:
         return self._model(DENSEPOSE, lambda: load_densepose(device=self.device), tiny)
 
     def background_remover(self):
-        from preprocess.background import BackgroundRemover
-        from preprocess.tiny import tiny_background_remover
+        from preprocess.tiny import tiny_background_remover  # heavy (torch, diffusers): imported on first use, keeps importing the studio light
 
         def real():
             remover = BackgroundRemover()
@@ -332,7 +334,6 @@ class PreprocessingService:
 
     def auto_mask(self, image: Image.Image, label: str) -> MaskSuggestion:
         """The part's first mask: the parser, else pose-seeded SAM, else "click on it" (preprocess.parts)."""
-        from preprocess.parts import select_part
 
         selection = select_part(image, label, parser=self.parser(), segmenter=_Lazy(self.segmenter),
                                 pose_estimator=_Lazy(self.pose_estimator))
@@ -352,8 +353,6 @@ class PreprocessingService:
 
     def start_state(self, image: Image.Image, mask: Image.Image | None = None):
         """Prompts for `image` with nothing clicked yet; with `mask`, its box (so clicks refine it)."""
-        from preprocess.images import flatten_alpha, pixel_hash
-        from preprocess.sam import ClickState, click_state_from_mask
 
         key = pixel_hash(flatten_alpha(image))
         return ClickState(image_key=key) if mask is None else click_state_from_mask(mask, key)
@@ -408,7 +407,6 @@ class PreprocessingService:
         return self.uses_tiny_models or name in self.fallbacks
 
     def structure_kind_of(self, image: Image.Image) -> str:
-        from preprocess.structure import structure_kind_of
 
         return structure_kind_of(image)
 
@@ -417,7 +415,7 @@ class PreprocessingService:
         checkpoint folder declares (without loading the model)."""
         if self.studio.is_loaded:
             return self.studio.structure_kind()
-        from ..model.loading import read_structure_kind
+        from ..model.loading import read_structure_kind  # heavy (torch, diffusers): imported on first use, keeps importing the studio light
 
         return read_structure_kind(self.studio.weights.path)
 
