@@ -114,6 +114,6 @@ def test_inputs_of_a_generation_load_into_a_validated_request_with_the_defaults_
     assert plain.files() == {"face": "f.png", "pose": "p.png"}
     with pytest.raises(Parts2WholeInputError, match="no image for that part"):
         load_request(GenerationInputs(masks={"face": str(example_file("face"))}, pose=str(example_file("pose"))))
-    with pytest.raises(Parts2WholeInputError, match="Steps must be between"):
+    with pytest.raises(Parts2WholeInputError, match="Steps must be a whole number from 1 to 150"):
         load_request(GenerationInputs(parts={"face": str(example_file("face"))}, pose=str(example_file("pose")),
                                       steps=0))
