@@ -49,8 +49,8 @@ UNPINNED_REVISION_PLACEHOLDER = "0" * 40
 #: public IDM-VTON set-ups load ``densepose/model_final_162be9.pkl`` from (their Hugging Face cache paths
 #: ``models--yisol--IDM-VTON/snapshots/<commit>/densepose/...``); not checked against the Hub from here.
 DENSEPOSE_REVISION = "585a32e74aee241cbc0d0cc3ab21392ca58c916a"
-#: What is downloaded while no commit is pinned.
-FALLBACK_REVISION = "main"
+#: The branch downloaded while no commit is pinned (only a fork that unpins gets it; the default is a commit).
+FALLBACK_BRANCH = "main"
 #: The checkpoint's path inside the mirror (the model zoo's own file name).
 DENSEPOSE_FILENAME = "densepose/model_final_162be9.pkl"
 #: Subfolder of ``weights/`` the checkpoint is downloaded into.
@@ -350,8 +350,8 @@ def load_densepose(weights: str | Path | None = None, *, device: str | None = No
         pinned = revision or DENSEPOSE_REVISION
         if pinned == UNPINNED_REVISION_PLACEHOLDER:
             logger.warning("No commit of %s is pinned for the DensePose checkpoint: downloading %r.",
-                           DENSEPOSE_REPO_ID, FALLBACK_REVISION)
-            pinned = FALLBACK_REVISION
+                           DENSEPOSE_REPO_ID, FALLBACK_BRANCH)
+            pinned = FALLBACK_BRANCH
         path = hub_file(DENSEPOSE_REPO_ID, DENSEPOSE_FILENAME, revision=pinned, subfolder=DENSEPOSE_WEIGHTS_SUBFOLDER)
         source = f"{DENSEPOSE_REPO_ID}@{pinned}:{DENSEPOSE_FILENAME}"
     else:
