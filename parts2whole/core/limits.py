@@ -36,7 +36,10 @@ MAX_SIDE = 2048
 #: Images above this many pixels are refused, checked from the file header before any pixel is decoded.
 MAX_IMAGE_PIXELS = 40_000_000
 #: A mask may have another resolution than its image (it is resized), but not another shape: a relative
-#: aspect-ratio difference above this means it was made for another picture.
+#: aspect-ratio difference above this means it was made for another picture, and the mask is refused. Unlike
+#: the pose note below, 2 % is right here: rounding a rescaled mask's sides moves its aspect by at most
+#: 0.5/width + 0.5/height (under 2 % down to about 50 px a side), while a mask of another common photo
+#: shape (2:3, 750x1101, 3:4) differs by 2.2 % or more.
 MASK_ASPECT_TOLERANCE = 0.02
 #: A pose map of another aspect ratio than the output is stretched to it (resized to the output size, not
 #: cropped, as the official inference does); the note says so only when the stretch visibly distorts the
