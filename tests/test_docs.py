@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shlex
 import subprocess
@@ -98,18 +99,44 @@ def test_the_docs_show_the_commands_people_run():
         assert command in shown, sorted(shown)
 
 
+#: Asks each command for --help in one Python process (the heavy imports are paid once), through the same
+#: entry points `python -m MODULE` and `python SCRIPT` use; prints [exit code, help text] per command as JSON.
+HELP_DRIVER = """
+import contextlib, io, json, runpy, sys
+answers = []
+for command in json.loads(sys.argv[1]):
+    module = command[1] if command[0] == "-m" else None
+    words = command[2:] if module else command[1:]
+    sys.argv = [module or command[0], *words, "--help"]
+    text, code = io.StringIO(), 0
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True) if module else runpy.run_path(command[0], run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code or 0
+    answers.append([code, text.getvalue()])
+print(json.dumps(answers))
+"""
+
+
 def test_every_documented_command_answers_help_and_knows_its_options():
+    commands = sorted(_documented_commands().items())
+    completed = subprocess.run([sys.executable, "-c", HELP_DRIVER, json.dumps([list(command) for command, _ in commands])],
+                               cwd=REPO_ROOT, env=app_env(), capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
+    assert completed.returncode == 0, completed.stderr[-2000:]
     problems = []
-    for command, options in sorted(_documented_commands().items()):
-        completed = subprocess.run([sys.executable, *command, "--help"], cwd=REPO_ROOT, env=app_env(),
-                                   capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
-        if completed.returncode != 0:
-            problems.append(f"{' '.join(command)} --help: exit {completed.returncode}: {completed.stderr[-300:]}")
-            continue
-        unknown = sorted(option for option in options if option not in completed.stdout)
-        if unknown:
+    for (command, options), (code, text) in zip(commands, json.loads(completed.stdout.splitlines()[-1])):
+        if code != 0:
+            problems.append(f"{' '.join(command)} --help: exit {code}")
+        elif unknown := sorted(option for option in options if option not in text):
             problems.append(f"{' '.join(command)}: the docs give {unknown}, which --help does not list")
     assert not problems, problems
+
+
+def test_the_top_level_help_runs_as_written():
+    completed = subprocess.run([sys.executable, "-m", "parts2whole", "--help"], cwd=REPO_ROOT, env=app_env(),
+                               capture_output=True, text=True, timeout=HELP_TIMEOUT_S)
+    assert completed.returncode == 0 and all(name in completed.stdout for name in ("generate", "pose", "examples", "batch"))
 
 
 def _bash_lines(page: str) -> list[str]:
