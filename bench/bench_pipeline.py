@@ -31,7 +31,7 @@ step's noise prediction), extrapolated to 50 steps the same way.
     .venv/bin/python bench/bench_pipeline.py                      # CPU defaults, a few minutes on 2 cores
     .venv/bin/python bench/bench_pipeline.py --full-size          # 768x512, 6 references, one step each (long)
     .venv/bin/python bench/bench_pipeline.py --device cuda --dtype float16 --height 768 --width 512 \\
-        --steps 50 --refs 6                                       # on a GPU (see the README, "Performance")
+        --steps 50 --refs 6                                       # on a GPU (see docs/performance.md)
 """
 
 from __future__ import annotations

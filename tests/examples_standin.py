@@ -245,7 +245,7 @@ class RemoteLikeFileSystem(AbstractFileSystem):
         return sum(end - start for _, start, end in self.fetches)
 
 
-if __name__ == "__main__":  # python tests/examples_standin.py DIR: write the stand-in (for the README figure)
+if __name__ == "__main__":  # python tests/examples_standin.py DIR: write the stand-in (for the figure in docs/examples.md)
     import sys
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "standin-dataset")

@@ -1,6 +1,7 @@
-"""The README's API matches the served API: every endpoint and keyword it shows exists in the running app.
+"""The documented API matches the served API: every endpoint and keyword that README.md or any docs/*.md page
+shows exists in the running app.
 
-Reads the endpoints the README names as `/name(keyword, ...)` (with `<part>` standing for each part slot)
+Reads the endpoints the pages name as `/name(keyword, ...)` (with `<part>` standing for each part slot)
 and the keywords of every `client.predict(...)` / `client.submit(...)` call in its Python examples, then
 checks them against the API description of the served app (what `gradio_client` sees).
 """
@@ -17,20 +18,22 @@ from parts2whole.core.labels import PART_LABELS
 
 gradio_client = pytest.importorskip("gradio_client")
 
-README = (REPO_ROOT / "README.md").read_text()
+#: README.md and every docs page (pages other helpers add are checked once they are merged).
+DOC_PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+DOCS = "\n".join(page.read_text() for page in DOC_PAGES)
 PART_KEYS = [label.replace(" ", "_") for label in PART_LABELS]
 ENDPOINT = re.compile(r"`(/[\w<>]+)\(([^)`]*)\)`")
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
 def readme_endpoints() -> dict[str, set[str]]:
-    """Endpoint -> keywords, as the README shows them."""
+    """Endpoint -> keywords, as README.md and docs/*.md show them."""
     shown: dict[str, set[str]] = {}
-    for name, arguments in ENDPOINT.findall(README):
+    for name, arguments in ENDPOINT.findall(DOCS):
         keywords = {word.strip() for word in arguments.split(",") if word.strip() and word.strip() != "..."}
         for endpoint in ([name.replace("<part>", key) for key in PART_KEYS] if "<part>" in name else [name]):
             shown.setdefault(endpoint, set()).update(keywords)
-    for block in PYTHON_BLOCK.findall(README):
+    for block in PYTHON_BLOCK.findall(DOCS):
         for node in ast.walk(ast.parse(block)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("predict", "submit"):
                 keywords = {k.arg: k.value for k in node.keywords if k.arg}
@@ -47,12 +50,13 @@ def served_api() -> dict[str, set[str]]:
     return {name: {p["parameter_name"] for p in endpoint["parameters"]} for name, endpoint in info["named_endpoints"].items()}
 
 
-def test_readme_shows_the_main_endpoints():
+def test_the_docs_show_the_main_endpoints():
+    assert len(DOC_PAGES) > 5, DOC_PAGES  # the docs pages are read
     shown = readme_endpoints()
     assert {"/generate", "/face_auto_mask", "/shoes_click", "/pose_from_photo"} <= shown.keys(), sorted(shown)
 
 
-def test_every_endpoint_and_keyword_in_the_readme_exists_in_the_served_app(served_api):
+def test_every_endpoint_and_keyword_in_the_docs_exists_in_the_served_app(served_api):
     problems = []
     for endpoint, keywords in sorted(readme_endpoints().items()):
         if endpoint not in served_api:

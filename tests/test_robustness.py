@@ -3,7 +3,7 @@
 Each bad input ends in a clear message (the project's `Parts2WholeInputError` in Python; one stderr line and
 exit code 2 on the command line; a `gr.Error` through the served `/generate`), never a traceback, and the
 app keeps serving. Valid-but-odd files (16-bit, CMYK, palette with transparency, grayscale, EXIF-rotated,
-animated) simply work. Decided and documented in the README's "Limits": a file under 8 px on a side (1x1)
+animated) simply work. Decided and documented in docs/limits.md ("Limits"): a file under 8 px on a side (1x1)
 is refused with a message; a 1x1 PIL image handed to the Python API is accepted (it is resized).
 Also here: out-of-memory becomes a "try a smaller size" message and the studio keeps working, and a
 cancelled generation frees the model.
@@ -369,22 +369,22 @@ def test_every_hub_download_defaults_to_a_commit_not_a_branch():
         assert isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value), f"{name} = {value!r} is not a commit"
 
 
-def test_readme_limits_match_the_code():
+def test_documented_limits_match_the_code():
     from parts2whole.core.labels import MAX_REFERENCES
     from parts2whole.ui.launch import MAX_UPLOAD_MB
     from parts2whole.ui.settings import MAX_QUEUE_SIZE
     from parts2whole.model.validation import MAX_IMAGE_PIXELS
     from preprocess.images import MAX_FILE_BYTES, MIN_IMAGE_SIDE
 
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "## Limits" in readme, "README must keep its Limits section"
-    section = readme.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    page = (REPO_ROOT / "docs" / "limits.md").read_text()
+    assert "## Limits" in page, "docs/limits.md must keep its Limits section"
+    section = page.split("## Limits", 1)[1].split("\n## ", 1)[0]
     expected = [f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels", f"{MAX_UPLOAD_MB} MB", f"{MAX_FILE_BYTES // 2**20} MB",
                 f"{MAX_REFERENCES} parts", f"{MIN_IMAGE_SIDE} px", f"{studio_module.MIN_SIDE}",
                 f"{studio_module.MAX_SIDE}", f"multiples of {studio_module.SIZE_MULTIPLE}", f"{studio_module.MAX_STEPS}",
                 f"{studio_module.MAX_IMAGES}", "77", f"{MAX_QUEUE_SIZE}"]
     for text in expected:
-        assert text in section, f"README Limits should say {text!r}"
+        assert text in section, f"docs/limits.md should say {text!r}"
 
 
 def test_sixteen_bit_and_float_images_given_to_the_api_are_scaled_not_clipped():

@@ -4,8 +4,8 @@ A diffusion call on the CPU allocates and frees tensors of a few MB in every lay
 With glibc's defaults such a block is either mmap-ed (above a threshold that starts at 128 KiB) or carved
 from the heap top, which is trimmed back to the kernel as soon as 128 KiB+ lie free there. Either way the
 next tensor lands on fresh pages, and the kernel zero-fills each of them on first touch. On the 2-core
-benchmark machine that was about 15 % of the CPU time of a 6-reference call at 384x256 (README,
-"Performance": the same benchmark with and without this module).
+benchmark machine that was about 15 % of the CPU time of a 6-reference call at 384x256 (docs/performance.md,
+"CPU allocator": the same benchmark with and without this module).
 
 `tune_cpu_allocator` raises glibc's trim threshold and top pad and fixes the mmap threshold at its maximum,
 so freed blocks stay in the heap and are reused. The cost: the process keeps up to
