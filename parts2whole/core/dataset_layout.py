@@ -36,6 +36,9 @@ EVERY_LINE_LISTS_ALL_PARTS = True
 #: "whole body clothes" is the crop of the whole outfit, not a dress slot [testset: whole_body_clothes_1's mask
 #: covers a T-shirt and overalls together]. The model learned it as "the whole outfit in one picture".
 WHOLE_OUTFIT_LABEL = "whole body clothes"
+#: What the app and the CLI say about that slot.
+WHOLE_OUTFIT_HINT = ("The whole outfit in one picture: top and bottom together, or a dress or jumpsuit "
+                     "(not only dresses).")
 
 #: Ids are DeepFashion-MultiModal image names, `<MEN|WOMEN>-<category>-id_<8 digits>-<outfit>_<shot>_<view>`,
 #: e.g. "MEN-Denim-id_00000265-01_1_front" [card]: gender, shop category, person, view.
@@ -56,3 +59,6 @@ MIN_PART_COVERAGE = 0.005
 #: less than this share of body pixels (any channel above 0) is blank or near-blank: a standing person in a
 #: 750x1101 photo covers roughly a fifth of it.
 MIN_BODY_SHARE = 0.01
+#: A DensePose map pixel is body when any channel is above this (the background is black; a little margin
+#: for maps that were ever re-encoded).
+BODY_PIXEL_LEVEL = 8

@@ -12,19 +12,17 @@ from PIL import Image
 
 from preprocess.images import mask_coverage
 
-from ..core.dataset_layout import MIN_BODY_SHARE, MIN_PART_COVERAGE
+from ..core.dataset_layout import BODY_PIXEL_LEVEL, MIN_BODY_SHARE, MIN_PART_COVERAGE
 from .index import Sample
 from .zips import MemberReads, decode_image
 
-#: A DensePose map pixel is body when any channel is above this (the background is black; a little margin
-#: for maps that were ever re-encoded).
-BODY_PIXEL_LEVEL = 8
 #: Fewest visible parts an example needs (a set is the parts of a person: one part alone is not an example).
 MIN_VISIBLE_PARTS = 2
 
 
 def body_share(image: Image.Image) -> float:
-    """Share (0..1) of a DensePose map's pixels that are body (not background)."""
+    """Share (0..1) of a DensePose map's pixels that are body (not background: any channel above
+    BODY_PIXEL_LEVEL)."""
     pixels = np.asarray(image.convert("RGB"))
     return float((pixels.max(axis=2) > BODY_PIXEL_LEVEL).mean()) if pixels.size else 0.0
 
