@@ -284,6 +284,15 @@ def test_damaged_or_missing_members_are_named_and_replaced(standin, tmp_path):
     assert len(summary) == 1 and "3 with a damaged or missing member" in summary[0]
 
 
+def test_a_missing_part_archive_leaves_its_part_out_not_every_example(standin, tmp_path):
+    root = _copy(standin, tmp_path)
+    (root / "shoes.zip").unlink()  # a hard link of the stand-in's: the stand-in keeps its own
+    manifest = examples.fetch_examples(CountingFileSystem(), str(root), cache_root=tmp_path / "cache")
+    assert len(manifest.examples) == 8 and len(manifest.poses) == 24
+    assert all("shoes" not in e.parts and e.attributes["shoes"] == "no" for e in manifest.examples)
+    assert "shoes.zip is not in the dataset: its part is not offered" in manifest.notes
+
+
 def test_unreadable_dataset_gives_one_note_and_the_drawn_examples(standin, tmp_path, caplog):
     from parts2whole.ui import galleries
 

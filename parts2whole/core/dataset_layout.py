@@ -56,9 +56,9 @@ PHOTO_SIZE = (750, 1101)
 MIN_PART_COVERAGE = 0.005
 
 #: Not confirmed either: a photo where DensePose found nobody would have a blank (all-black) map. A map with
-#: less than this share of body pixels (any channel above 0) is blank or near-blank: a standing person in a
-#: 750x1101 photo covers roughly a fifth of it.
-MIN_BODY_SHARE = 0.01
+#: less than this share of body pixels (any channel above BODY_PIXEL_LEVEL) is blank or near-blank: a standing
+#: person in a 750x1101 photo covers roughly a fifth of it.
+MIN_BODY_SHARE = 0.02
 #: A DensePose map pixel is body when any channel is above this (the background is black; a little margin
 #: for maps that were ever re-encoded).
 BODY_PIXEL_LEVEL = 8

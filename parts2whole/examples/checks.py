@@ -6,6 +6,7 @@ candidate unusable (it is named, and a spare takes its place)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -14,7 +15,7 @@ from preprocess.images import mask_coverage
 
 from ..core.dataset_layout import BODY_PIXEL_LEVEL, MIN_BODY_SHARE, MIN_PART_COVERAGE
 from .index import Sample
-from .zips import MemberReads, decode_image
+from .zips import MemberReads, archive_of, decode_image
 
 #: Fewest visible parts an example needs (a set is the parts of a person: one part alone is not an example).
 MIN_VISIBLE_PARTS = 2
@@ -49,12 +50,17 @@ class CandidateCheck:
                 "shoes": "yes" if "shoes" in self.visible else "no"}
 
 
-def check_candidate(sample: Sample, reads: MemberReads) -> CandidateCheck:
-    """Decode the candidate's masks and DensePose map from `reads` and say what they show."""
+def check_candidate(sample: Sample, reads: MemberReads, unusable: Iterable[str] = ()) -> CandidateCheck:
+    """Decode the candidate's masks and DensePose map from `reads` and say what they show. A part whose
+    archive is `unusable` (missing, not a zip: the same for every candidate) is not offered; any other
+    member that cannot be read makes the candidate unusable."""
     visible, empty = {}, []
+    unusable = set(unusable)
     try:
         pose = decode_image(reads.member_bytes(sample.densepose), f"DensePose map of {sample.target_id}")
         for label in sample.usable_labels:
+            if archive_of(sample.masks[label])[0] in unusable or archive_of(sample.parts[label])[0] in unusable:
+                continue
             mask = decode_image(reads.member_bytes(sample.masks[label]), f"{label} mask of {sample.target_id}")
             coverage = mask_coverage(mask)
             if coverage >= MIN_PART_COVERAGE:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from preprocess.images import load_image, pixel_hash
 
+from ..core.dataset_layout import PART_FOLDERS
 from ..core.labels import PART_LABELS
 from .cache import ExampleRecord, Manifest, PoseRecord, cache_folder, cached_manifest, publish, safe_name
 from .cards import example_card, example_title, pose_thumbnail
@@ -28,7 +29,7 @@ from .selection import (DEFAULT_EXAMPLE_COUNT, DEFAULT_POSE_COUNT, POSE_CANDIDAT
                         pose_candidates, select_examples, spread_poses, wanted_checks, wanted_maps, wanted_parts)
 from .source import DATASET_ID, DATASET_REVISION, ExampleFetchError, hub_file_system
 from .transfer import transfer_report
-from .zips import ArchiveSet, ByteCounter, MemberReads, decode_image
+from .zips import ARCHIVE_SUFFIX, ArchiveSet, ByteCounter, MemberReads, decode_image
 
 STAGING_NAME = ".staging"
 
@@ -124,7 +125,10 @@ def _fetch_examples(archives: ArchiveSet, staging: _Staging, samples: list[Sampl
     candidates = example_candidates(samples, count)
     progress(f"{len(samples)} test samples; checking the masks and maps of {len(candidates)} example candidates")
     reads = archives.read(wanted_checks(candidates))
-    checks = {sample.target_id: check_candidate(sample, reads) for sample in candidates}
+    unusable = archives.unusable
+    notes += [f"{reason}: its part is not offered" for archive, reason in sorted(unusable.items())
+              if archive[:-len(ARCHIVE_SUFFIX)] in PART_FOLDERS.values()]
+    checks = {sample.target_id: check_candidate(sample, reads, unusable) for sample in candidates}
     skipped.checked["examples"] = len(candidates)
     for sample in candidates:
         check = checks[sample.target_id]

@@ -281,6 +281,11 @@ class ArchiveSet:
                                     "the next start tries again")
         return self.reads
 
+    @property
+    def unusable(self) -> dict[str, str]:
+        """{archive: why} of the archives that are missing or not readable zips."""
+        return {archive: reader for archive, reader in self._readers.items() if isinstance(reader, str)}
+
     def close(self) -> None:
         for reader in self._readers.values():
             if isinstance(reader, ArchiveReader):
