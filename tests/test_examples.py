@@ -59,6 +59,12 @@ CAPTIONS = [
      ("top+bottom", "skirt", "blouse and skirt", False)),
     ("She wears a ring and a bracelet.", "Rompers_Jumpsuits", ("one-piece", "", "jumpsuit", False)),
     ("She wears a ring and a bracelet.", "Graphic_Tees", ("unknown", "", "outfit", False)),
+    ("She wears a ring and a beanie.", "Skirts", ("top+bottom", "skirt", "top and skirt", True)),
+    # Only "the lower clothing": a dress in a photo sold as a dress, else trousers or shorts by its length.
+    ("The lady wears a sleeveless tank top. The lower clothing is of long length.", "Dresses", ("one-piece", "", "dress", False)),
+    ("The lady wears a sleeveless tank top. The lower clothing is of long length.", "Tees_Tanks",
+     ("top+bottom", "trousers", "sleeveless tank top and trousers", False)),
+    ("His lower clothing is of medium short length.", "Denim", ("top+bottom", "shorts", "top and shorts", False)),
 ]
 
 

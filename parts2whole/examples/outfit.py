@@ -6,7 +6,8 @@ parts2whole.core.dataset_layout.EVERY_LINE_LISTS_ALL_PARTS).
 Captions are written in DeepFashion-MultiModal's style [card]: "This person is wearing a short-sleeve shirt
 with graphic patterns. ... The pants this person wears is of short length. ... There is a hat in his head."
 Garments are found as whole words; a bottom's length ("short", "three-point": above the knee) makes trousers
-shorts. When the caption names no garment, the id's shop category is the fallback (Dresses, Skirts, ...).
+shorts. The id's shop category (Dresses, Rompers_Jumpsuits, Skirts, ...) decides when the caption names no
+garment of that kind: a photo sold as a dress whose caption speaks only of "the lower clothing" is a dress.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ TOPS = ("tank top", "t-shirt", "tee", "polo", "blouse", "sweatshirt", "hoodie", 
 #: Bottoms: skirts and shorts by name; trousers by any of these names, unless their length is short.
 SKIRTS = ("skirt", "skirts")
 SHORTS = ("shorts",)
-TROUSERS = ("trousers", "pants", "jeans", "leggings", "lower clothing", "bottoms", "chinos", "joggers")
+TROUSERS = ("trousers", "pants", "jeans", "leggings", "chinos", "joggers")
+#: Words for any bottom: trousers (or shorts, by length) unless the shop category says a dress or a jumpsuit.
+GENERIC_BOTTOMS = ("lower clothing", "lower clothes", "bottoms")
 #: Lengths of a bottom in the captions that mean above the knee (DeepFashion-MultiModal's lower-clothing
 #: lengths are three-point, medium short, three-quarter and long).
 SHORT_LENGTHS = ("short length", "three-point", "medium short", "medium-short")
@@ -72,15 +75,14 @@ class Outfit:
         return "outfit"
 
 
-def _bottom(text: str) -> str:
+def _bottom(text: str, names: tuple[str, ...] = TROUSERS) -> str:
     if _words(text, SKIRTS):
         return "skirt"
     if _words(text, SHORTS):
         return "shorts"
-    trousers = _words(text, TROUSERS)
-    if not trousers:
+    sentences = [s for s in re.split(r"[.;!?]", text) if _words(s, names)]
+    if not sentences:
         return ""
-    sentences = [s for s in re.split(r"[.;!?]", text) if _words(s, TROUSERS)]
     return "shorts" if any(length in s for s in sentences for length in SHORT_LENGTHS) else "trousers"
 
 
@@ -102,12 +104,15 @@ def describe_outfit(caption: str, category: str = "") -> Outfit:
     pieces = _words(text, ONE_PIECES)
     top, bottom = _top(text), _bottom(text)
     if pieces:
-        return Outfit("one-piece", ONE_PIECES[pieces[0][1]], top if ONE_PIECES[pieces[0][1]] == "overalls" else "",
-                      headwear=headwear)
+        piece = ONE_PIECES[pieces[0][1]]
+        return Outfit("one-piece", piece, top if piece == "overalls" else "", headwear=headwear)
+    kind, piece, category_bottom = CATEGORY_OUTFITS.get(category.lower(), ("unknown", "", ""))
+    if kind == "one-piece" and not bottom:  # "the lower clothing is long" in a dress shop's photo: the dress
+        return Outfit(kind, piece, headwear=headwear)
+    bottom = bottom or _bottom(text, GENERIC_BOTTOMS) or category_bottom
     if bottom:
         return Outfit("top+bottom", top=top, bottom=bottom, headwear=headwear)
-    kind, piece, fallback_bottom = CATEGORY_OUTFITS.get(category.lower(), ("unknown", "", ""))
-    return Outfit(kind, piece, top if kind == "top+bottom" else "", fallback_bottom, headwear)
+    return Outfit(kind, piece, headwear=headwear)
 
 
 def describe_id(target_id: str, caption: str = "") -> dict[str, str]:
