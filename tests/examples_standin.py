@@ -9,8 +9,9 @@ What it holds, each a fact of the real dataset (parts2whole.core.dataset_layout 
   `densepose/<id>_densepose.png`, `openpose/<id>.png`, `images/<id>.jpg`);
 - part photos named `.jpg` that are JPEG or WebP, at odd sizes (the real ones / 10), their masks the same size
   as 3-channel JPEGs with soft edges; photos and maps at 75x110 (750x1101 / 10);
-- a true ZIP64 archive: images.zip and whole_body_clothes.zip have half their members past a 4.5 GiB hole
-  (a sparse file: a few MB on disk), so their offsets and directory need ZIP64 as the real ones do;
+- archives as large as the real ones (REAL_ARCHIVE_BYTES: sparse files, a few MB on disk), so the share of
+  each that a fetch reads is measured against a real size; the three over 4 GiB are true ZIP64 archives with
+  half their members past 4 GiB;
 - the unconfirmed hazards: all-black masks for parts that are not visible (a face in a back view, shoes under
   a long dress, no hair), blank and near-blank DensePose maps (nobody found).
 Each zip also holds many filler members (random bytes, stored): reading one, or the whole archive, shows
@@ -70,9 +71,15 @@ PHOTO_SIZE = (75, 110)
 #: Test lines whose DensePose map is blank (nobody found) or near-blank (a few pixels).
 BLANK_MAPS = {0, 17, 31}
 NEAR_BLANK_MAPS = {44}
-#: Apparent size of the hole in the ZIP64 archives: their later members start past 4 GiB.
-ZIP64_HOLE = 4_600_000_000
-ZIP64_ARCHIVES = ("images.zip", "whole_body_clothes.zip")
+#: Apparent sizes of the archives, those of the real ones where known (the project README's figures for the
+#: pinned revision: face.zip 1.35 GB, densepose.zip 6.15 GB, images.zip 6.82 GB, whole_body_clothes.zip
+#: 12.4 GB); the others get the smallest real size, 1.35 GB (a lower bound: a share read measured against it
+#: is at least the real share). A sparse hole in the middle of each gives it that size on a few MB of disk,
+#: so the later members of the archives over 4 GiB sit past 4 GiB and need ZIP64, as in the real ones.
+SMALLEST_REAL_ARCHIVE = 1_350_000_000
+REAL_ARCHIVE_BYTES = {"face.zip": 1_350_000_000, "densepose.zip": 6_150_000_000, "images.zip": 6_820_000_000,
+                      "whole_body_clothes.zip": 12_400_000_000}
+ZIP64_ARCHIVES = tuple(name for name, size in REAL_ARCHIVE_BYTES.items() if size > 2**32)
 FILLER_MEMBERS = 80
 FILLER_BYTES = 16_000
 #: The training split: (outfit, view, empty parts, blank map); line 2 shows nobody, line 3 hides its shoes.
@@ -236,9 +243,11 @@ class _HoleWriter:
         self._file.close()
 
 
-def _write_archive(path: Path, items: list[tuple[str, bytes]], hole: int = 0) -> None:
-    """A zip of `items` (JPEG/WebP stored, PNG deflated); with `hole`, its second half starts past the hole."""
-    raw = _HoleWriter(path) if hole else open(path, "wb")
+def _write_archive(path: Path, items: list[tuple[str, bytes]], size: int = 0) -> None:
+    """A zip of `items` (JPEG/WebP stored, PNG deflated) about `size` bytes large: its second half starts
+    past a sparse hole."""
+    raw = _HoleWriter(path)
+    hole = max(0, size - sum(len(payload) + 2 * len(member) + 130 for member, payload in items))
     with zipfile.ZipFile(raw, "w") as archive:
         for index, (member, payload) in enumerate(items):
             if hole and index == len(items) // 2:
@@ -272,7 +281,7 @@ def build_standin(root: Path, samples: int = 60, seed: int = 0, filler: int = FI
         for index in range(filler):  # filler spread around the real members, like a big folder
             items.insert(rng.randrange(len(items) + 1),
                          (f"{name[:-4]}/FILLER-{index:05d}_rgb.jpg", rng.randbytes(FILLER_BYTES)))
-        _write_archive(root / name, items, ZIP64_HOLE if name in ZIP64_ARCHIVES else 0)
+        _write_archive(root / name, items, REAL_ARCHIVE_BYTES.get(name, SMALLEST_REAL_ARCHIVE))
         archives[name] = root / name
     return {"samples": rows, "truth": truth, "train": train, "archives": archives}
 
