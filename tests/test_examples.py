@@ -417,3 +417,25 @@ def test_cli_fetches_lists_and_reports_bytes(standin, tmp_path, capsys):
     assert cli.main(["examples", "fetch", "--source", str(broken), "--cache", str(tmp_path / "other")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m parts2whole examples fetch: failed:") and "test.jsonl" in err[-1]
+
+
+def test_whole_body_slot_says_it_is_the_whole_outfit(capsys):
+    """The dataset's whole-body crop is the whole outfit (top and bottom together, or a one-piece): the app's
+    slot and the CLI's help say so, and --dress stays an alias."""
+    import gradio as gr
+
+    from parts2whole import cli
+    from parts2whole.core.dataset_layout import WHOLE_OUTFIT_HINT
+    from parts2whole.ui.slots import build_slot
+
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--whole-body-clothes IMAGE, --dress IMAGE" in help_text and WHOLE_OUTFIT_HINT in help_text
+    assert "top and bottom together" in WHOLE_OUTFIT_HINT and "not only dresses" in WHOLE_OUTFIT_HINT
+    with gr.Blocks() as demo:
+        build_slot("whole body clothes")
+        build_slot("face")
+    hints = [block.value for block in demo.blocks.values() if getattr(block, "elem_id", None) and
+             block.elem_id.endswith("-hint")]
+    assert hints == [WHOLE_OUTFIT_HINT]
