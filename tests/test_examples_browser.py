@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app_fixtures import running_app
-from examples_standin import CountingFileSystem, build_standin
+from examples_standin import CountingFileSystem, standin_root
 from parts2whole import examples
 from test_app_browser import download_bundle, CHROMIUM_ARGS, GENERATION_TIMEOUT_MS, PAGE_LOAD_TIMEOUT_MS, _chromium_or_skip
 
@@ -25,8 +25,7 @@ def _app_with_examples(cache_root: Path, log_path: Path, **env: str):
 
 @pytest.fixture(scope="module")
 def fetched(tmp_path_factory):
-    root = tmp_path_factory.mktemp("standin")
-    build_standin(root)
+    root = standin_root()[0]
     cache_root = tmp_path_factory.mktemp("examples-cache")
     manifest = examples.fetch_examples(CountingFileSystem(), str(root), cache_root=cache_root)
     return cache_root, manifest
@@ -116,8 +115,7 @@ def test_pose_gallery_fills_the_pose_slot_and_the_bundle_says_where_it_came_from
 def test_a_fetch_at_start_swaps_the_photo_examples_in(browser, tmp_path):
     """Empty cache, a local copy of the dataset (P2W_EXAMPLES_SOURCE): the app starts without waiting for the
     fetch, which runs in the background, and the page then shows the photo examples and their poses."""
-    root = tmp_path / "dataset"
-    build_standin(root)
+    root = standin_root()[0]  # read only
     cache_root = tmp_path / "cache"
     log_path = tmp_path / "app.log"
     with _app_with_examples(cache_root, log_path, P2W_EXAMPLES_SOURCE=str(root)) as url:

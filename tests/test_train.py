@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from safetensors.torch import load_file
 
 from parts2whole import PART_LABELS, Parts2WholePipeline
@@ -21,7 +21,8 @@ from parts2whole.model.image_processing import ClipImageSettings
 from parts2whole.model.loading import WEIGHTS_NAME, load_components
 from parts2whole.train.config import DropoutConfig, config_from_dict, load_config
 from parts2whole.train.convert_dwpose import convert_index
-from parts2whole.train.dataset import PART_FOLDERS, PartsToWholeDataset
+from examples_standin import extract_split, standin_root
+from parts2whole.train.dataset import PartsToWholeDataset, is_visible
 from parts2whole.train.export import METADATA_NAME, read_structure_kind
 from parts2whole.train.objective import DropDecisions, TrainingModels, diffusion_loss, encode_text
 from parts2whole.train.references import install_training_processors, record_references
@@ -29,43 +30,21 @@ from parts2whole.train.trainer import export_training_state, run_training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # training resolution of the tests (latents 8 x 8)
-NUM_SAMPLES = 4
-#: Parts of each synthetic sample; the last sample has no shoes (an absent slot).
-SAMPLE_PARTS = ("face", "upper body clothes", "shoes")
-CAPTION = "a woman in a red shirt"
-NO_PERSON_TARGET = "images/WOMEN-Dresses-id_00000001-01_1_front.jpg"
-
-
-def _noise_image(rng, width, height) -> Image.Image:
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+#: The stand-in's training split (tests/examples_standin.py, TRAIN_LINES), in the dataset's real layout: every
+#: line lists all six parts; line 0 and 1 show all six, line 2's photo shows nobody (its DensePose map is
+#: blank), line 3's shoes mask is all black (the part is absent); parts of odd lines are WebP named .jpg.
+TRAIN_ROWS = standin_root()[1]["train"]
+NUM_SAMPLES = len(TRAIN_ROWS)
+CAPTION = TRAIN_ROWS[0]["caption"]
+NO_PERSON_TARGET = TRAIN_ROWS[2]["target"]
 
 
 def make_dataset(root: Path) -> Path:
-    """A few samples in the Hub dataset's layout: images/, one folder per part with `<id>_rgb.jpg` and
-    `<id>_mask.jpg`, densepose/, and train.jsonl / test.jsonl with its field names."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for number in range(NUM_SAMPLES):
-        person = f"WOMEN-Dresses-id_{number:08d}-01"
-        target_id, reference_id = f"{person}_{1 if number < 3 else 4}_{'front' if number < 3 else 'full'}", f"{person}_2_side"
-        sample = {"target_id": target_id, "reference_id": reference_id, "target": f"images/{target_id}.jpg",
-                  "caption": CAPTION, "appearance": {}, "mask": {}, "structure": {"densepose": f"densepose/{target_id}_densepose.png"}}
-        for folder in ("images", "densepose", *PART_FOLDERS.values()):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        _noise_image(rng, 48, 72).save(root / sample["target"])
-        _noise_image(rng, 48, 72).save(root / sample["structure"]["densepose"])
-        for label in SAMPLE_PARTS[: 2 if number == NUM_SAMPLES - 1 else 3]:
-            folder = PART_FOLDERS[label]
-            _noise_image(rng, 30, 40).save(root / folder / f"{reference_id}_rgb.jpg")
-            mask = Image.new("L", (30, 40))
-            ImageDraw.Draw(mask).ellipse([4, 6, 26, 34], fill=255)
-            mask.save(root / folder / f"{reference_id}_mask.jpg")
-            sample["appearance"][label] = f"{folder}/{reference_id}_rgb.jpg"
-            sample["mask"][label] = f"{folder}/{reference_id}_mask.jpg"
-        lines.append(json.dumps(sample))
-    for split in ("train", "test"):
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    """The stand-in's train and test splits extracted as the official script leaves them (images/, one folder
+    per part with `<id>_rgb.jpg` and `<id>_mask.jpg`, densepose/, openpose/, and the two index files)."""
+    source = standin_root()[0]
+    extract_split(source, root, "train")
+    return extract_split(source, root, "test")
 
 
 class FakeEstimator:
@@ -132,9 +111,36 @@ def test_dataset_gives_pipeline_preprocessed_tensors_per_part_slot(dataset_root,
     assert item["structure"].shape == (3, SIZE, SIZE) and 0 <= item["structure"].min() and item["structure"].max() <= 1
     assert item["reference_pixels"].shape == (len(PART_LABELS), 3, SIZE, SIZE)
     assert item["clip_pixels"].shape == (len(PART_LABELS), 3, 32, 32)
-    assert [PART_LABELS[i] for i in item["present"].nonzero().flatten()] == ["face", "upper body clothes", "shoes"]
+    assert [PART_LABELS[i] for i in item["present"].nonzero().flatten()] == list(PART_LABELS)  # all six visible
     assert item["reference_masks"][~item["present"]].abs().sum() == 0 and item["caption"] == CAPTION
     assert not dataset[len(dataset) - 1]["present"][PART_LABELS.index("shoes")]  # the sample without shoes
+
+
+def test_reader_follows_the_real_layout_of_the_test_split(dataset_root, tiny_checkpoint):
+    """On the stand-in's test split (six labels a line, all-black masks, blank maps, WebP named .jpg at odd
+    sizes, 3-channel soft masks): only visible parts are references, and a blank map is no pose."""
+    settings = ClipImageSettings.from_config(json.loads((tiny_checkpoint / "feature_extractor" / "preprocessor_config.json").read_text()))
+    dataset = PartsToWholeDataset(dataset_root, "test.jsonl", "densepose", SIZE, SIZE, settings)
+    truth = standin_root()[1]["truth"]
+    formats = set()
+    for index, sample in enumerate(dataset.samples):
+        about = truth[sample["target_id"]]
+        assert len(sample["appearance"]) == len(PART_LABELS)
+        images, masks = dataset.references(index)
+        assert list(images) == about["visible"] and set(masks) == set(images), sample["target_id"]
+        formats |= {image.format for image in images.values()}
+        assert dataset.has_structure(index) == (about["map"] == "ok"), sample["target_id"]
+    assert formats == {"JPEG", "WEBP"}
+    blank = next(i for i, s in enumerate(dataset.samples) if truth[s["target_id"]]["map"] == "blank")
+    hidden = next(i for i, s in enumerate(dataset.samples) if truth[s["target_id"]]["map"] == "ok"
+                  and len(truth[s["target_id"]]["visible"]) < len(PART_LABELS))
+    items = [dataset[blank], dataset[hidden]]
+    assert not items[0]["structure_present"] and items[1]["structure_present"]
+    present = [PART_LABELS[i] for i in items[1]["present"].nonzero().flatten()]
+    assert present == truth[dataset.samples[hidden]["target_id"]]["visible"]
+    assert items[1]["reference_masks"][~items[1]["present"]].abs().sum() == 0
+    batch = torch.utils.data.default_collate(items)  # one key set per batch, as the official loop needs
+    assert batch["present"].shape == (2, len(PART_LABELS)) and batch["structure_present"].tolist() == [False, True]
 
 
 def test_download_extracts_the_zips_in_place_and_refuses_escaping_members(tmp_path, monkeypatch):
@@ -256,6 +262,24 @@ def test_loss_is_finite_and_decreases_on_a_repeated_batch(components, dataset_ro
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+def test_a_blank_pose_map_is_learned_as_a_dropped_pose(components, dataset_root, tiny_checkpoint):
+    """Train line 2's map is blank (DensePose found nobody): the loss treats it exactly as pose dropout."""
+    models, batch = _models(components), _batch(dataset_root, tiny_checkpoint, indices=(2, 0))
+    assert batch["structure_present"].tolist() == [False, True]
+    label_embeds = encode_text(models, list(PART_LABELS))
+    with torch.no_grad():
+        as_read = diffusion_loss(models, batch, DropDecisions.none(2, len(PART_LABELS), "cpu"), label_embeds,
+                                 generator=torch.Generator().manual_seed(0))
+        dropped = DropDecisions.none(2, len(PART_LABELS), "cpu")
+        dropped.pose[0] = True
+        forced = dict(batch, structure_present=torch.tensor([True, True]))
+        explicit = diffusion_loss(models, forced, dropped, label_embeds, generator=torch.Generator().manual_seed(0))
+        kept = diffusion_loss(models, forced, DropDecisions.none(2, len(PART_LABELS), "cpu"), label_embeds,
+                              generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(as_read, explicit, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(as_read, kept, atol=1e-7, rtol=0)
+
+
 def test_reference_unet_gradients_survive_gradient_checkpointing(components, dataset_root, tiny_checkpoint):
     """The recorder stops the reference UNet early with an exception; recomputation under gradient
     checkpointing must still deliver the same gradients."""
@@ -337,8 +361,9 @@ def test_training_resumes_and_exports_a_checkpoint_the_pipeline_loads(tiny_check
     assert pipe.structure_kind == "openpose"  # read from parts2whole.json
     assert pipe.structure_kind == "openpose"
     sample = json.loads((dataset_root / "test_dwpose.jsonl").read_text().splitlines()[0])
-    references = {label: Image.open(dataset_root / path) for label, path in sample["appearance"].items()}
     masks = {label: Image.open(dataset_root / path) for label, path in sample["mask"].items()}
+    masks = {label: mask for label, mask in masks.items() if is_visible(mask)}  # all six listed, not all visible
+    references = {label: Image.open(dataset_root / sample["appearance"][label]) for label in masks}
     image = pipe(references=references, masks=masks, structure=Image.open(dataset_root / sample["structure"]["dwpose"]),
                  prompt=sample["caption"], height=SIZE, width=SIZE, num_inference_steps=2, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images

@@ -94,7 +94,11 @@ def test_score_writes_means_and_per_pair_rows(tmp_path):
 def test_generate_writes_one_pair_per_test_sample(tiny_pipe, tmp_path):
     root = make_dataset(tmp_path / "data")
     dataset = PartsToWholeDataset(root, "test.jsonl", "densepose", 64, 64, ClipImageSettings.from_config(tiny_pipe.feature_extractor.to_dict()))
-    folders = generate_pairs(tiny_pipe, dataset, tmp_path / "eval", num_samples=2, num_inference_steps=2, guidance_scale=3.5, seed=0)
-    assert len(folders) == 2
+    skipped = []
+    folders = generate_pairs(tiny_pipe, dataset, tmp_path / "eval", num_samples=2, num_inference_steps=2, guidance_scale=3.5,
+                             seed=0, skipped=skipped)
+    # The stand-in's test line 0 has a blank DensePose map (nobody found): skipped, the next ones taken; their
+    # empty-mask parts (all six labels are listed on every line) never reach the pipeline, which refuses them.
+    assert [folder.name for folder in folders] == ["00001", "00002"] and skipped == [0]
     for folder in folders:
         assert Image.open(folder / GENERATED_NAME).size == Image.open(folder / TARGET_NAME).size == (64, 64)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import studio
+from ..core.dataset_layout import WHOLE_OUTFIT_HINT, WHOLE_OUTFIT_LABEL
 from ..core.errors import Parts2WholeInputError
 from ..core.labels import PART_LABELS, UI_SLOT_NAMES
 from ..studio.inputs import (SETTING_NAMES, GenerationInputs, load_request, output_parameters, output_paths,
@@ -37,7 +38,8 @@ Generate a full-body portrait of a person from reference images of their parts.
 Give at least one part (face, hair or headwear, upper-body clothes, lower-body clothes, whole-body
 clothes, shoes) and a pose map (--pose): a DensePose rendering of the body, as the released model
 expects, or a photo of someone in the pose to make it from (--pose-photo). Each part may come with a mask (white = use this area); without one, the image's transparency
-is the mask, and an opaque image is used whole.
+is the mask, and an opaque image is used whole. Whole-body clothes (--dress for short) is the whole outfit
+in one picture, as the model learned it: top and bottom together, or a dress or jumpsuit.
 """
 
 EPILOG = """\
@@ -76,7 +78,8 @@ def _add_part_options(parser: argparse.ArgumentParser) -> None:
     parts = parser.add_argument_group("reference parts (at least one)")
     for label in PART_LABELS:
         parts.add_argument(f"--{option_name(label)}", *OPTION_ALIASES.get(label, []), dest=f"part_{label}",
-                           metavar="IMAGE", help=f"{UI_SLOT_NAMES[label]} reference image")
+                           metavar="IMAGE", help=f"{UI_SLOT_NAMES[label]} reference image"
+                           + (f". {WHOLE_OUTFIT_HINT}" if label == WHOLE_OUTFIT_LABEL else ""))
     masks = parser.add_argument_group("masks (optional; white = use, black = ignore)")
     for label in PART_LABELS:
         masks.add_argument(f"--mask-{option_name(label)}", dest=f"mask_{label}", metavar="MASK",

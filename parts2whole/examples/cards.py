@@ -69,7 +69,10 @@ def pose_thumbnail(image: Image.Image) -> Image.Image:
 
 
 def example_title(attributes: dict[str, str]) -> str:
-    """The title of an example card ("Woman · dress · front view"), from `Sample.attributes`."""
-    outfit = {"dress": "dress", "top+bottom": "top and bottom", "top": "top"}.get(attributes["outfit"], "outfit")
-    who = {"man": "Man", "woman": "Woman"}.get(attributes["gender"], "Person")
-    return f"{who} · {outfit} · {attributes['view']} view"
+    """The title of an example card, true to its caption and id: "Man · short-sleeve shirt and shorts, hat ·
+    front view", "Woman · dress · back view" (from `Sample.attributes`)."""
+    outfit = attributes.get("outfit_text") or "outfit"
+    if attributes.get("headwear") == "yes":
+        outfit += ", hat"
+    who = {"man": "Man", "woman": "Woman"}.get(attributes.get("gender", ""), "Person")
+    return f"{who} · {outfit} · {attributes.get('view', 'unknown')} view"

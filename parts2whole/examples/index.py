@@ -1,14 +1,15 @@
-"""The dataset's index, test.jsonl: reading it, its lines as `Sample`s, and what a sample's id says
-(gender, category, person, view) and its parts say (outfit, hair, shoes)."""
+"""The dataset's index, test.jsonl: reading it, and its lines as `Sample`s (with what their caption and id
+say, parts2whole.examples.outfit)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import re
 
 from ..core.dataset_layout import PART_FOLDERS
 from ..core.labels import PART_LABELS, canonical_label
+from .outfit import Outfit, describe_id, describe_outfit
 from .source import ExampleFetchError
 
 TEST_INDEX = "test.jsonl"
@@ -17,7 +18,6 @@ DENSEPOSE_KEY = "densepose"
 #: Notes kept about skipped index lines (the rest are counted in one more note).
 MAX_INDEX_NOTES = 5
 
-_ID_PATTERN = re.compile(r"^(?P<gender>MEN|WOMEN)-(?P<category>[^-]+)-(?P<person>id_\d+)-(?P<outfit>\d+)_(?P<shot>\d+)_(?P<view>[a-z]+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,29 +32,25 @@ class Sample:
     masks: dict[str, str]  # official label -> soft mask path
     densepose: str | None  # path of the target's DensePose map
 
+    @functools.cached_property
+    def outfit(self) -> Outfit:
+        """The outfit the caption describes (the id's shop category when it names no garment)."""
+        return describe_outfit(self.caption, describe_id(self.target_id)["category"])
+
+    @functools.cached_property
+    def _described(self) -> dict[str, str]:
+        outfit = self.outfit
+        return {**describe_id(self.target_id, self.caption), "outfit": outfit.kind, "piece": outfit.piece,
+                "bottom": outfit.bottom, "outfit_text": outfit.text, "headwear": "yes" if outfit.headwear else "no"}
+
     @property
     def attributes(self) -> dict[str, str]:
-        """gender (man/woman), category, person, view, outfit (dress / top+bottom / ...), hair, shoes (yes/no)."""
-        match = _ID_PATTERN.match(self.target_id)
-        groups = match.groupdict() if match else {}
-        labels = set(self.parts) & set(self.masks)
-        if "whole body clothes" in labels:
-            outfit = "dress"
-        elif {"upper body clothes", "lower body clothes"} <= labels:
-            outfit = "top+bottom"
-        elif "upper body clothes" in labels:
-            outfit = "top"
-        else:
-            outfit = "other"
-        return {
-            "gender": {"MEN": "man", "WOMEN": "woman"}.get(groups.get("gender", ""), "unknown"),
-            "category": groups.get("category", "unknown"),
-            "person": f"{groups.get('person', self.target_id)}-{groups.get('outfit', '')}",
-            "view": groups.get("view", "unknown"),
-            "outfit": outfit,
-            "hair": "yes" if "hair or headwear" in labels else "no",
-            "shoes": "yes" if "shoes" in labels else "no",
-        }
+        """What the caption and the id say: gender (man/woman), category, person, view (the id; the caption's
+        pronouns when the id has no gender), outfit (one-piece / top+bottom / unknown), piece (dress, jumpsuit,
+        romper, playsuit, overalls or ""), bottom (trousers,
+        shorts, skirt or ""), headwear (yes/no, the caption). What is visible comes from the masks
+        (parts2whole.examples.checks), never from the labels: every line lists all six."""
+        return dict(self._described)
 
     @property
     def usable_labels(self) -> list[str]:

@@ -1,6 +1,6 @@
-"""The deterministic selection: which test samples become examples (a varied set, EXAMPLE_PROFILES), which
-targets' DensePose maps are read as pose candidates, which of them the gallery shows, and the zip
-members all of that needs."""
+"""The deterministic selection: which test samples are example candidates (their masks and maps are read,
+with spares), which become examples (a varied set, EXAMPLE_PROFILES), which targets' DensePose maps are read
+as pose candidates, which of them the gallery shows, and the zip members all of that needs."""
 
 from __future__ import annotations
 
@@ -16,20 +16,26 @@ DEFAULT_POSE_COUNT = 24
 #: DensePose maps read per gallery pose, so the final pick can spread over facing and arm positions that
 #: only the maps tell (1.5: 36 maps read for 24 shown).
 POSE_CANDIDATE_FACTOR = 1.5
+#: Candidates whose masks and DensePose map are read per example wanted: the masks tell which parts are
+#: visible (hair, shoes) and the spares replace damaged or unusable candidates. Bounded: at most this many
+#: times the examples wanted, one range read per member.
+EXAMPLE_CANDIDATE_FACTOR = 3
 
-#: The example set, in order: each profile is the attributes wanted (see `Sample.attributes`). A sample
-#: matching more of them wins; ties go to a category and a person not used yet, then to the lower id.
-#: Together: men and women, dresses and tops with bottoms, with and without hair/headwear and shoes, and
-#: front, side, back and full-body views.
+#: The example set, in order: each profile is the attributes wanted. gender, outfit (one-piece or top+bottom),
+#: piece (dress, jumpsuit...), bottom (trousers, shorts, skirt), view and headwear come from the caption and the id (`Sample.attributes`);
+#: hair and shoes from the masks (visible or not, `checks.CandidateCheck.attributes`). A sample matching more
+#: of them wins; ties go to an outfit, a category and a person not used yet, then to the lower id.
+#: Together: men and women; dresses and jumpsuits, tops with trousers, shorts and skirts; with and without
+#: hair and shoes visible; front, side, back and full-body views.
 EXAMPLE_PROFILES: tuple[dict[str, str], ...] = (
-    {"gender": "woman", "outfit": "dress", "view": "front", "hair": "yes", "shoes": "yes"},
-    {"gender": "man", "outfit": "top+bottom", "view": "front", "hair": "yes", "shoes": "yes"},
-    {"gender": "woman", "outfit": "top+bottom", "view": "side", "hair": "yes", "shoes": "yes"},
-    {"gender": "man", "outfit": "top+bottom", "view": "side", "shoes": "no"},
-    {"gender": "woman", "outfit": "dress", "view": "back", "hair": "yes"},
-    {"gender": "woman", "outfit": "top+bottom", "view": "full", "shoes": "no"},
-    {"gender": "man", "outfit": "top+bottom", "view": "full", "hair": "no"},
-    {"gender": "woman", "outfit": "dress", "view": "side", "shoes": "no"},
+    {"gender": "woman", "piece": "dress", "view": "front", "hair": "yes", "shoes": "yes"},
+    {"gender": "man", "outfit": "top+bottom", "bottom": "trousers", "view": "front", "hair": "yes", "shoes": "yes"},
+    {"gender": "woman", "outfit": "top+bottom", "bottom": "skirt", "view": "side", "shoes": "yes"},
+    {"gender": "man", "outfit": "top+bottom", "bottom": "shorts", "view": "side", "hair": "no"},
+    {"gender": "woman", "outfit": "one-piece", "view": "back", "hair": "yes"},
+    {"gender": "woman", "outfit": "top+bottom", "bottom": "trousers", "view": "full", "shoes": "no"},
+    {"gender": "man", "outfit": "top+bottom", "view": "full", "headwear": "yes"},
+    {"gender": "woman", "outfit": "top+bottom", "bottom": "shorts", "view": "front", "hair": "yes"},
 )
 
 
@@ -37,29 +43,74 @@ def _is_example_candidate(sample: Sample) -> bool:
     return bool(sample.usable_labels) and sample.densepose is not None and bool(sample.target)
 
 
-def select_examples(samples: Iterable[Sample], count: int = DEFAULT_EXAMPLE_COUNT) -> list[Sample]:
-    """A deterministic, varied selection: one sample per profile of EXAMPLE_PROFILES (cycled for more)."""
-    candidates = [s for s in samples if _is_example_candidate(s)]
-    chosen: list[Sample] = []
-    used_targets, used_people, used_categories = set(), set(), set()
-    attributes = {id(s): s.attributes for s in candidates}
-    for index in range(min(count, len({s.target_id for s in candidates}))):
-        profile = EXAMPLE_PROFILES[index % len(EXAMPLE_PROFILES)]
+class _Picker:
+    """Greedy picking over EXAMPLE_PROFILES: per slot the best sample left (see EXAMPLE_PROFILES for the
+    order), remembering what was used so ties go to something new."""
 
+    def __init__(self, samples: Iterable[Sample], seen: dict[str, dict[str, str]] | None = None):
+        self.pool = {}
+        for sample in samples:  # one line per target (the first in index order)
+            if _is_example_candidate(sample):
+                self.pool.setdefault(sample.target_id, sample)
+        seen = seen or {}
+        self.attributes = {t: {**s.attributes, **seen.get(t, {})} for t, s in self.pool.items()}
+        self.used: dict[str, set[str]] = {"target_id": set(), "person": set(), "category": set(), "outfit_text": set()}
+
+    def use(self, sample: Sample) -> None:
+        found = self.attributes[sample.target_id]
+        self.used["target_id"].add(sample.target_id)
+        for key in ("person", "category", "outfit_text"):
+            self.used[key].add(found[key])
+
+    def pick(self, profile: dict[str, str]) -> Sample | None:
         def rank(sample: Sample):
-            found = attributes[id(sample)]
+            found = self.attributes[sample.target_id]
             matched = sum(found.get(key) == value for key, value in profile.items())
-            return (-matched, found["category"] in used_categories, found["person"] in used_people,
+            return (-matched, found["outfit"] == "unknown", found["outfit_text"] in self.used["outfit_text"],
+                    found["category"] in self.used["category"], found["person"] in self.used["person"],
                     sample.target_id, sample.reference_id)
 
-        pool = [s for s in candidates if s.target_id not in used_targets]
-        if not pool:
+        left = [s for t, s in self.pool.items() if t not in self.used["target_id"]]
+        if not left:
+            return None
+        best = min(left, key=rank)
+        self.use(best)
+        return best
+
+
+def example_candidates(samples: Iterable[Sample], count: int = DEFAULT_EXAMPLE_COUNT,
+                       factor: float = EXAMPLE_CANDIDATE_FACTOR) -> list[Sample]:
+    """About `factor` x `count` candidates, by what their captions and ids say: the best for each profile of
+    EXAMPLE_PROFILES in turn (cycled), again and again, so every profile has spares."""
+    picker = _Picker(samples)
+    wanted = min(round(count * factor), len(picker.pool))
+    profiles = [EXAMPLE_PROFILES[index % len(EXAMPLE_PROFILES)] for index in range(count)]
+    chosen: list[Sample] = []
+    while len(chosen) < wanted:
+        for profile in profiles:
+            best = picker.pick(profile) if len(chosen) < wanted else None
+            if best is not None:
+                chosen.append(best)
+    return chosen
+
+
+def select_examples(samples: Iterable[Sample], count: int = DEFAULT_EXAMPLE_COUNT,
+                    seen: dict[str, dict[str, str]] | None = None, keep: Iterable[Sample] = ()) -> list[Sample]:
+    """A deterministic, varied selection: one sample per profile of EXAMPLE_PROFILES (cycled for more).
+
+    `seen`: what the masks showed ({target id: {"hair": ..., "shoes": ...}}); `keep`: samples already
+    chosen (staged), which keep their slots: the others are filled from `samples`."""
+    samples = list(samples)
+    picker = _Picker([*keep, *samples], seen)
+    kept = {s.target_id: s for s in keep}
+    for sample in kept.values():
+        picker.use(sample)
+    chosen: list[Sample] = list(kept.values())
+    for index in range(len(kept), min(count, len(picker.pool))):
+        best = picker.pick(EXAMPLE_PROFILES[index % len(EXAMPLE_PROFILES)])
+        if best is None:
             break
-        best = min(pool, key=rank)
         chosen.append(best)
-        used_targets.add(best.target_id)
-        used_people.add(attributes[id(best)]["person"])
-        used_categories.add(attributes[id(best)]["category"])
     return chosen
 
 
@@ -93,28 +144,29 @@ def pose_candidates(samples: Iterable[Sample], count: int, exclude: Iterable[str
     return picked
 
 
-def choose(samples: list[Sample], count: int, pose_count: int) -> tuple[list[Sample], list[Sample]]:
-    """The examples (`select_examples`) and the pose candidates (POSE_CANDIDATE_FACTOR times `pose_count`
-    targets with a DensePose map, none of them an example's)."""
-    chosen = select_examples(samples, count)
-    candidates = pose_candidates(samples, max(pose_count, round(pose_count * POSE_CANDIDATE_FACTOR)),
-                                 exclude=[s.target_id for s in chosen])
-    return chosen, candidates
-
-
-def wanted_members(chosen: Iterable[Sample], candidates: Iterable[Sample]) -> dict[str, set[str]]:
-    """{archive: members} to read: each example's part photos, masks, real photo and DensePose map, and
-    each pose candidate's DensePose map."""
+def _members(paths: Iterable[str]) -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = {}
-    for sample in chosen:
-        for path in [*(sample.parts[l] for l in sample.usable_labels), *(sample.masks[l] for l in sample.usable_labels),
-                     sample.target, sample.densepose]:
-            archive, member = archive_of(path)
-            wanted.setdefault(archive, set()).add(member)
-    for sample in candidates:
-        archive, member = archive_of(sample.densepose)
+    for path in paths:
+        archive, member = archive_of(path)
         wanted.setdefault(archive, set()).add(member)
     return wanted
+
+
+def wanted_checks(samples: Iterable[Sample]) -> dict[str, set[str]]:
+    """{archive: members} that tell what a candidate shows: its masks and its DensePose map."""
+    return _members(path for sample in samples
+                    for path in [*(sample.masks[label] for label in sample.usable_labels), sample.densepose])
+
+
+def wanted_maps(samples: Iterable[Sample]) -> dict[str, set[str]]:
+    """{archive: members}: the DensePose maps of pose candidates."""
+    return _members(sample.densepose for sample in samples)
+
+
+def wanted_parts(samples: Iterable[Sample], visible: dict[str, Iterable[str]]) -> dict[str, set[str]]:
+    """{archive: members}: the photos of each sample's visible parts and its real photo."""
+    return _members(path for sample in samples
+                    for path in [*(sample.parts[label] for label in visible[sample.target_id]), sample.target])
 
 
 #: Order in which the gallery takes one pose from each (facing, arms) group, again and again.

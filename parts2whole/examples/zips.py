@@ -190,7 +190,9 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         image.load()
     except Exception as error:  # noqa: BLE001 - any decoder failure means a damaged member
         raise ValueError(f"{what} is not a readable image ({type(error).__name__}: {error})") from None
-    return ImageOps.exif_transpose(image)
+    upright = ImageOps.exif_transpose(image)
+    upright.format = image.format  # what the bytes really are (the dataset names WebP files .jpg)
+    return upright
 
 
 
@@ -228,34 +230,63 @@ def _read_wanted(reader: ArchiveReader, members: set[str], reads: MemberReads, i
             break
 
 
-def read_members(fs, root: str, wanted: dict[str, set[str]], counter: ByteCounter,
-                 progress: Callable[[str], None]) -> MemberReads:
-    """The wanted members ({archive: members}) of the zips under `root`, archive by archive.
+class ArchiveSet:
+    """The dataset's zips under `root`, each opened (its directory read) once and kept open, so a fetch can
+    read more members in later rounds (spares for damaged or unusable candidates) without paying for the
+    directories again. What it read accumulates in `reads`.
 
     A missing or unreadable archive, or a missing or damaged member, is a failure of those members only;
     a network error anywhere raises ExampleFetchError (nothing is cached then: the next start tries again)."""
-    reads = MemberReads()
-    interrupted: list[str] = []  # archives lost to a network (or other passing) error: nothing is cached then
-    for archive in sorted(wanted):
-        try:
-            reader = ArchiveReader(fs, f"{root}/{archive}", counter)
-        except FileNotFoundError:
-            reads.failures.update({member: f"{archive} is not in the dataset" for member in wanted[archive]})
-            continue
-        except ExampleFetchError as error:
-            reads.failures.update({member: str(error) for member in wanted[archive]})
-            continue
-        except Exception as error:  # noqa: BLE001 - network errors: every member of it is lost
-            interrupted.append(f"{archive}: {_one_line(error)}")
-            continue
-        reads.sizes[archive] = reader.size
-        reads.directories[archive] = (reader.directory_bytes, reader.members)
-        try:
-            _read_wanted(reader, wanted[archive], reads, interrupted)
-        finally:
-            reader.close()
-        progress(f"{archive}: {counter.bytes.get(archive, 0) / 1e6:.2f} MB read of {reader.size / 1e6:.1f} MB")
-    if interrupted:
-        raise ExampleFetchError(f"reading the archives was interrupted ({interrupted[0]}); nothing was cached, "
-                                "the next start tries again")
-    return reads
+
+    def __init__(self, fs, root: str, counter: ByteCounter, progress: Callable[[str], None]):
+        self.fs, self.root, self.counter, self.progress = fs, root, counter, progress
+        self.reads = MemberReads()
+        self._readers: dict[str, ArchiveReader | str] = {}  # an open reader, or why the archive is unusable
+
+    def _reader(self, archive: str, interrupted: list[str]) -> ArchiveReader | str | None:
+        if archive not in self._readers:
+            try:
+                reader = ArchiveReader(self.fs, f"{self.root}/{archive}", self.counter)
+            except FileNotFoundError:
+                self._readers[archive] = f"{archive} is not in the dataset"
+            except ExampleFetchError as error:
+                self._readers[archive] = str(error)
+            except Exception as error:  # noqa: BLE001 - network errors: every member of it is lost
+                interrupted.append(f"{archive}: {_one_line(error)}")
+                return None
+            else:
+                self._readers[archive] = reader
+                self.reads.sizes[archive] = reader.size
+                self.reads.directories[archive] = (reader.directory_bytes, reader.members)
+        return self._readers[archive]
+
+    def read(self, wanted: dict[str, set[str]]) -> MemberReads:
+        """Read the wanted members ({archive: members}) not read yet, archive by archive; returns `reads`."""
+        interrupted: list[str] = []  # archives lost to a network (or other passing) error: nothing is cached then
+        for archive in sorted(wanted):
+            members = {m for m in wanted[archive] if m not in self.reads.data and m not in self.reads.failures}
+            if not members:
+                continue
+            reader = self._reader(archive, interrupted)
+            if reader is None:
+                continue
+            if isinstance(reader, str):
+                self.reads.failures.update({member: reader for member in members})
+                continue
+            _read_wanted(reader, members, self.reads, interrupted)
+            self.progress(f"{archive}: {self.counter.bytes.get(archive, 0) / 1e6:.2f} MB read of "
+                          f"{reader.size / 1e6:.1f} MB")
+        if interrupted:
+            raise ExampleFetchError(f"reading the archives was interrupted ({interrupted[0]}); nothing was cached, "
+                                    "the next start tries again")
+        return self.reads
+
+    @property
+    def unusable(self) -> dict[str, str]:
+        """{archive: why} of the archives that are missing or not readable zips."""
+        return {archive: reader for archive, reader in self._readers.items() if isinstance(reader, str)}
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            if isinstance(reader, ArchiveReader):
+                reader.close()

@@ -14,10 +14,19 @@ Verified from the Hub repository's file list and card and the official repo's do
 and loader: the zip names, the two index files and their fields, paths relative to the root, label texts
 as appearance keys, and the `<id>_rgb.jpg` / `<id>_mask.jpg` / `densepose/<id>_densepose.png` naming.
 Assumed: that every zip holds its folder name (images/...), and nothing about openpose/ or segm/ (unused).
-Samples may lack parts; index keys may also be part folder names.
+Index keys may also be part folder names.
+
+The facts this reader is built on (parts2whole.core.dataset_layout, with their sources):
+- every line lists all six part labels, so a listed part is not a visible one: a part whose mask covers
+  less than MIN_PART_COVERAGE (an all-black JPEG mask: a face in a back view, shoes under a dress) is
+  absent (`visible_parts`), never fed to the model as an empty reference;
+- part files named `.jpg` may be WebP, at odd sizes; masks are 3-channel soft JPEGs: images are decoded by
+  content (PIL) and masks read as luminance by the pipeline's own preprocessing, at any size;
+- a target whose DensePose map is blank (DensePose found nobody) has no pose: its item says
+  `structure_present = False` and the loss drops its pose as pose dropout does; evaluation skips it.
 
 Every sample becomes fixed-shape tensors, with one slot per official part label (in `PART_LABELS`
-order) and a `present` flag, so samples with different parts batch together. References are
+order) and a `present` flag, so samples with different visible parts batch together. References are
 preprocessed exactly as the pipeline does at inference (`image_processing`), so training sees what
 generation will feed.
 """
@@ -35,13 +44,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..core.dataset_layout import HUB_DATASET_ID, PART_FOLDERS
-from ..model.image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels
+from preprocess.images import mask_coverage
+
+from ..core.dataset_layout import BODY_PIXEL_LEVEL, HUB_DATASET_ID, MIN_BODY_SHARE, MIN_PART_COVERAGE, PART_FOLDERS
 from ..core.labels import PART_LABELS, canonical_label
+from ..model.image_processing import ClipImageSettings, clip_pixels, reference_pixels_and_mask, structure_pixels
 
 #: Zips a DWPose/OpenPose run needs: targets, parts and the index files (not densepose/ or segm/).
 TRAINING_DOWNLOAD_PATTERNS = ["*.jsonl", "images.zip", *(f"{folder}.zip" for folder in PART_FOLDERS.values())]
-#: Masks below this maximum (out of 1) are treated as an absent part: the pipeline refuses empty masks too.
+#: Masks below this maximum (out of 1) once resized to the training size are treated as an absent part too
+#: (a visible but tiny part can vanish): the pipeline refuses empty masks.
 EMPTY_MASK_THRESHOLD = 1.0 / 255.0
 NUM_PART_SLOTS = len(PART_LABELS)
 #: Where `data.root: huanngzh/DeepFashion-MultiModal-Parts2Whole` is downloaded to.
@@ -69,6 +81,17 @@ def read_index(path: str | Path, max_samples: int | None = None) -> list[dict]:
             if max_samples is not None and len(samples) >= max_samples:
                 break
     return samples
+
+
+def is_visible(mask: Image.Image | None) -> bool:
+    """A part is visible unless its mask covers less than MIN_PART_COVERAGE (no mask: the image's alpha decides)."""
+    return mask is None or mask_coverage(mask) >= MIN_PART_COVERAGE
+
+
+def shows_a_body(structure: Image.Image) -> bool:
+    """False for a blank or near-blank pose map: fewer than MIN_BODY_SHARE pixels above BODY_PIXEL_LEVEL."""
+    pixels = np.asarray(structure.convert("RGB"))
+    return bool(pixels.size) and float((pixels.max(axis=2) > BODY_PIXEL_LEVEL).mean()) >= MIN_BODY_SHARE
 
 
 def _open_as_given(path: Path) -> Image.Image:
@@ -121,11 +144,18 @@ class PartsToWholeDataset(Dataset):
         return len(self.samples)
 
     def references(self, index: int) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
-        """The sample's reference images and masks as PIL images, keyed by official label."""
+        """The sample's visible parts (`is_visible`: every line lists all six) and their masks as PIL images,
+        keyed by official label."""
         sample = self.samples[index]
-        images = {part_label(key): _open_as_given(self.root / path) for key, path in sample["appearance"].items()}
-        masks = {part_label(key): Image.open(self.root / path) for key, path in sample.get("mask", {}).items()}
+        masks = {part_label(key): _open_as_given(self.root / path) for key, path in sample.get("mask", {}).items()}
+        images = {part_label(key): _open_as_given(self.root / path) for key, path in sample["appearance"].items()
+                  if is_visible(masks.get(part_label(key)))}
         return images, {label: mask for label, mask in masks.items() if label in images}
+
+    def has_structure(self, index: int) -> bool:
+        """Whether the sample's pose map shows a body (`shows_a_body`); a blank one has no pose to learn from."""
+        with Image.open(self.root / self.samples[index]["structure"][self.structure_key]) as structure:
+            return shows_a_body(structure)
 
     def target_and_structure(self, index: int, rng: random.Random | None = None) -> tuple[Image.Image, Image.Image]:
         """Target photo and its pose map, cropped identically (randomly when `rng` is given) to the
@@ -142,8 +172,9 @@ class PartsToWholeDataset(Dataset):
         return target.crop(box), structure.crop(_scaled_box(box, target.size, structure.size))
 
     def __getitem__(self, index: int) -> dict:
-        """target (3,H,W) in [-1,1]; structure (3,H,W) in [0,1]; caption; and per part slot:
-        reference_pixels (6,3,H,W), reference_masks (6,1,H,W), clip_pixels (6,3,c,c), present (6,)."""
+        """target (3,H,W) in [-1,1]; structure (3,H,W) in [0,1] and structure_present (False for a blank map);
+        caption; and per part slot: reference_pixels (6,3,H,W), reference_masks (6,1,H,W), clip_pixels (6,3,c,c),
+        present (6,): the visible parts."""
         rng = random.Random(torch.randint(0, 2**31 - 1, ()).item()) if self.min_crop_fraction < 1 else None
         target, structure = self.target_and_structure(index, rng)
         target_array = np.asarray(target.resize((self.width, self.height), Image.Resampling.BICUBIC), dtype=np.float32)
@@ -165,6 +196,7 @@ class PartsToWholeDataset(Dataset):
         return {
             "target": torch.from_numpy(target_array / 127.5 - 1.0).permute(2, 0, 1).contiguous(),
             "structure": structure_pixels(structure, self.height, self.width)[0],
+            "structure_present": torch.tensor(shows_a_body(structure)),
             "caption": self.samples[index].get("caption", ""),
             "reference_pixels": pixels,
             "reference_masks": masks,

@@ -28,15 +28,24 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def generate_pairs(pipe, dataset, output: Path, *, num_samples: int | None, num_inference_steps: int,
-                   guidance_scale: float, seed: int) -> list[Path]:
-    """Generate each sample of `dataset` (a `PartsToWholeDataset`) once; existing pairs are kept."""
+                   guidance_scale: float, seed: int, skipped: list[int] | None = None) -> list[Path]:
+    """Generate samples of `dataset` (a `PartsToWholeDataset`) once each, until `num_samples` pairs (default:
+    all); existing pairs are kept. A sample whose pose map is blank (DensePose found nobody) has no pose to
+    follow: it is skipped (its index appended to `skipped`), and the next one is taken."""
     # .validation imports the pipeline (diffusers): only `generate` needs it, so `score` and `--help` stay light.
     from .validation import generate_sample
 
     folders = []
-    for index in range(min(num_samples or len(dataset), len(dataset))):
+    wanted = len(dataset) if num_samples is None else num_samples
+    for index in range(len(dataset)):
+        if len(folders) >= wanted:
+            break
         folder = output / f"{index:05d}"
         if not (folder / GENERATED_NAME).is_file():
+            if not dataset.has_structure(index):
+                if skipped is not None:
+                    skipped.append(index)
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             generated, target, structure = generate_sample(pipe, dataset, index, num_inference_steps=num_inference_steps,
                                                            guidance_scale=guidance_scale, seed=seed + index)
@@ -120,9 +129,12 @@ def main(argv: list[str] | None = None) -> None:
         pipe.set_progress_bar_config(disable=True)
         dataset = PartsToWholeDataset(resolve_dataset_root(args.data_root), args.jsonl, args.structure_key, args.height, args.width,
                                       ClipImageSettings.from_config(pipe.feature_extractor.to_dict()))
+        skipped: list[int] = []
         folders = generate_pairs(pipe, dataset, Path(args.output), num_samples=args.num_samples,
-                                 num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
-        print(f"{len(folders)} pairs in {args.output}")
+                                 num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                                 skipped=skipped)
+        print(f"{len(folders)} pairs in {args.output}" + (f"; {len(skipped)} samples skipped: their pose map is blank"
+                                                         if skipped else ""))
     else:
         root = Path(args.pairs)
         names, generated, targets = read_pairs(root)

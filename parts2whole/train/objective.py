@@ -126,7 +126,10 @@ def diffusion_loss(models: TrainingModels, batch: dict, drops: DropDecisions, la
             else clip_input.new_zeros(0, models.image_encoder.config.projection_dim)
     context = torch.cat([encode_text(models, captions), _packed_image_tokens(image_tokens, present)], dim=1)
 
-    keep_pose = (~drops.pose).to(latents.dtype)[:, None, None, None]
+    keep = ~drops.pose  # a blank map (DensePose found nobody) is no pose: dropped as pose dropout drops one
+    if "structure_present" in batch:
+        keep = keep & batch["structure_present"].to(device)
+    keep_pose = keep.to(latents.dtype)[:, None, None, None]
     pose_features = models.pose_guider(batch["structure"].to(device)) * keep_pose
     with added_to_conv_in(models.unet_module, pose_features):
         prediction = models.unet(noisy_latents, timesteps, encoder_hidden_states=context,

@@ -4,6 +4,7 @@ pipeline (the same code path users run), saved as one strip per sample:
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -43,7 +44,8 @@ def save_validation_images(pipe: Parts2WholePipeline, dataset: PartsToWholeDatas
                            fusion_blocks: str = "full") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(min(num_samples, len(dataset))):
+    shown = (index for index in range(len(dataset)) if dataset.has_structure(index))  # never a blank map
+    for index in itertools.islice(shown, num_samples):
         generated, target, structure = generate_sample(pipe, dataset, index, num_inference_steps=num_inference_steps,
                                                        guidance_scale=guidance_scale, seed=seed, fusion_blocks=fusion_blocks)
         references = list(dataset.references(index)[0].values())

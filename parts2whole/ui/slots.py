@@ -8,6 +8,7 @@ import dataclasses
 import gradio as gr
 
 from parts2whole import studio as studio_module
+from parts2whole.core.dataset_layout import WHOLE_OUTFIT_HINT, WHOLE_OUTFIT_LABEL
 from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.core.labels import UI_SLOT_NAMES
 from parts2whole.studio.preprocessing import PreprocessingService
@@ -99,6 +100,8 @@ def build_slot(label: str) -> PartSlot:
     with gr.Column(elem_id=f"slot-{key}", elem_classes=["slot-card"], min_width=200):
         image = gr.Image(label=name, type="filepath", image_mode=None, sources=["upload", "clipboard"],
                          height=220, elem_id=f"{key}-image", buttons=["fullscreen"])
+        if label == WHOLE_OUTFIT_LABEL:  # what the model learned from this slot: the whole outfit, not a dress
+            gr.Markdown(WHOLE_OUTFIT_HINT, elem_id=f"{key}-hint", elem_classes=["brush-hint"])
         preview = gr.Image(label="Used area", interactive=False, height=190, visible=False, format="png",
                            elem_id=f"{key}-mask-preview", elem_classes=["mask-preview"], buttons=[])
         click_mode = gr.Radio(CLICK_MODES, value="add", label="Click mode", show_label=False, visible=False,
