@@ -40,6 +40,9 @@ MAX_IMAGE_PIXELS = 40_000_000
 MASK_ASPECT_TOLERANCE = 0.02
 #: A structure map whose aspect ratio differs more than this from the output is stretched, with a note.
 STRUCTURE_ASPECT_TOLERANCE = 0.02
+#: An edit's region may cover at most this fraction of the source: past it almost nothing is kept, and a
+#: new portrait (generate) is what was meant.
+EDIT_MAX_REGION_FRACTION = 0.95
 #: Classifier-free guidance above this only burns the image; both front doors share it.
 MAX_GUIDANCE = 50.0
 
@@ -71,5 +74,7 @@ def limits_table() -> list[Limit]:
         Limit("mask aspect difference", MASK_ASPECT_TOLERANCE, MASK_ASPECT_TOLERANCE, "another shape = a mask for another picture"),
         Limit("pose map aspect difference", STRUCTURE_ASPECT_TOLERANCE, STRUCTURE_ASPECT_TOLERANCE, "above it the map is stretched, with a note"),
         Limit("guidance", MAX_GUIDANCE, MAX_GUIDANCE, "above it guidance only burns the image"),
+        Limit("edit region fraction", EDIT_MAX_REGION_FRACTION, EDIT_MAX_REGION_FRACTION,
+              "an edit keeps the rest of the photo; above it, generate a new portrait"),
     ]
     return [STEPS, IMAGES, SEED, *shared]
