@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
-from .cache import DEFAULT_CACHE_BYTES, ReferenceCache, reference_key
+from .cache import DEFAULT_CACHE_BYTES, ReferenceCache, encode_with_cache
 from .device import DeviceChoice, choose_device, gpu_task
 from .memory import free_memory, is_out_of_memory, out_of_memory_message
 from .progress import (STAGE_CACHED, STAGE_DECODING, STAGE_DENOISING, STAGE_DONE, STAGE_ENCODING, STAGE_LOADING,
@@ -207,18 +207,19 @@ class Studio:
             images = pipe.decode_latents(output.images, output_type="pil")
         return list(images), reused
 
-    def _reference_encoding(self, pipe, request: GenerationRequest, progress: ProgressCallback | None):
-        """(encoding, reused): from the cache when the same parts were encoded before, else encoded now."""
-        key = reference_key(self._model_identity(), request)
-        encoding = self.reference_cache.get(key)
-        if encoding is not None:
-            report(progress, STAGE_CACHED)
-            return encoding, True
-        report(progress, STAGE_ENCODING)
+    def _reference_encoding(self, pipe, request, progress: ProgressCallback | None):
+        """(encoding, reused): each reference from the cache when it was encoded before (in any set), the
+        others encoded now in one call (`cache.encode_with_cache`); reused is True when nothing was encoded."""
         checked = request.model_request
-        encoding = pipe.encode_checked(checked.references, checked.height, checked.width, checked.fusion_blocks)
-        self.reference_cache.put(key, encoding)
-        return encoding, False
+        labels = checked.references.labels
+        report(progress, STAGE_ENCODING)
+        encoding, encoded = encode_with_cache(self.reference_cache, self._model_identity(), pipe, checked.references,
+                                              checked.height, checked.width, checked.fusion_blocks)
+        if not encoded:
+            report(progress, STAGE_CACHED)
+        elif len(encoded) < len(labels):
+            logger.info("References: %d of %d parts reused from the cache.", len(labels) - len(encoded), len(labels))
+        return encoding, not encoded
 
 
 #: Studios by id, so the ZeroGPU worker (a fork of this process) can find the one that called it.
