@@ -9,7 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from parts2whole.core.errors import Parts2WholeInputError
-from parts2whole.model.editing import Parts2WholeEditPipeline, crop_box, feathered_alpha
+from parts2whole.model.edit_region import feathered_alpha
+from parts2whole.model.editing import Parts2WholeEditPipeline, crop_box
 from parts2whole.model.pipeline import ReferenceEncoding
 
 # A landscape source (model aspect is portrait) of an odd size, a person box drawn on the pose map.

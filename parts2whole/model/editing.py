@@ -26,98 +26,25 @@ never for inpainting). Data flow of one call:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from ..core.errors import Parts2WholeInputError
-from ..core.limits import EDIT_MAX_REGION_FRACTION, MIN_SIDE
 from . import validation
+from .edit_region import DEFAULT_FEATHER, CheckedEdit, check_edit, feathered_alpha  # noqa: F401 - re-exported
 from .image_processing import to_pil
 from .pipeline import Parts2WholePipeline, Parts2WholePipelineOutput, ReferenceEncoding
 
-#: The region's edge is blended over this many source pixels (outside the region): enough to hide the
-#: seam of a latent cell (8 pixels), small enough to keep the rest of the photo untouched.
-DEFAULT_FEATHER = 8
 #: Pixels of context kept around the region and the person in the crop, as diffusers' `padding_mask_crop`.
 DEFAULT_CROP_PADDING = 32
 #: The VAE's down-sampling factor: one latent cell covers this many pixels per side.
 LATENT_FACTOR = 8
-#: A region pixel is "in" the region from this grey level on (masks may be anti-aliased or JPEG-noisy).
-REGION_THRESHOLD = 128
 #: Structure (pose map) pixels brighter than this are the person: DensePose and OpenPose-style maps are
 #: drawn on black.
 PERSON_THRESHOLD = 8
-
-
-@dataclass(frozen=True)
-class CheckedEdit:
-    """The edit's own arguments after their checks: source (RGB), region (L, source size, 0/255)."""
-
-    image: Image.Image
-    region: Image.Image
-    strength: float
-    padding_mask_crop: int | None
-    feather: int
-
-
-def binary_region(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The region as 0/255 greyscale at `size` (any mode in; JPEG noise and anti-aliasing thresholded)."""
-    grey = mask.convert("L")
-    if grey.size != size:
-        grey = grey.resize(size, Image.Resampling.NEAREST)
-    return grey.point(lambda value: 255 if value >= REGION_THRESHOLD else 0)
-
-
-def check_edit(image, mask_image, strength, padding_mask_crop, feather) -> CheckedEdit:
-    """Every check of the edit's own arguments, once (messages say what to change)."""
-    image = validation.check_image(image, "The source image")
-    if min(image.size) < MIN_SIDE:
-        raise Parts2WholeInputError(
-            f"The source image is {image.width}x{image.height}: too small to edit (at least {MIN_SIDE} pixels a side).")
-    mask = validation.check_image(mask_image, "The region (mask_image)")
-    if validation._aspect_differs(mask, image.width, image.height, validation.MASK_ASPECT_TOLERANCE):
-        raise Parts2WholeInputError(
-            f"The region is {mask.width}x{mask.height} but the source is {image.width}x{image.height}, "
-            "a different shape: draw the region on this picture.")
-    region = binary_region(mask, image.size)
-    check_region_coverage(region)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
-        raise Parts2WholeInputError(f"strength must be a number from 0 to 1, got {strength!r}.")
-    if padding_mask_crop is not None and (isinstance(padding_mask_crop, bool) or not isinstance(padding_mask_crop, int)
-                                          or padding_mask_crop < 0):
-        raise Parts2WholeInputError(f"padding_mask_crop must be a whole number of pixels >= 0, got {padding_mask_crop!r}.")
-    if isinstance(feather, bool) or not isinstance(feather, int) or not 0 <= feather <= 64:
-        raise Parts2WholeInputError(f"feather must be a whole number of pixels from 0 to 64, got {feather!r}.")
-    return CheckedEdit(image.convert("RGB"), region, float(strength), padding_mask_crop, feather)
-
-
-def check_region_coverage(region: Image.Image) -> None:
-    """A region must select something, and leave something of the picture to keep."""
-    fraction = float(np.asarray(region, dtype=bool).mean())
-    if fraction == 0:
-        raise Parts2WholeInputError("The region to change is empty: select the part to change (white = change).")
-    if fraction > EDIT_MAX_REGION_FRACTION:
-        raise Parts2WholeInputError(
-            f"The region to change covers {fraction:.0%} of the picture, so nothing would be kept: "
-            "draw a smaller region, or generate a new portrait instead.")
-
-
-def feathered_alpha(region: Image.Image, feather: int) -> Image.Image:
-    """Blend weights (L): 255 on the region, a ramp over `feather` pixels outside it, exactly 0 beyond.
-
-    The region is dilated by half the band (a square max filter), then box-blurred by the other half: the
-    blur of a pixel of the region only sees dilated pixels (so it stays 255), and nothing spreads past the
-    full band (so the rest stays 0)."""
-    if feather < 2:
-        return region.filter(ImageFilter.MaxFilter(2 * feather + 1)) if feather else region
-    half = feather // 2
-    dilated = region.filter(ImageFilter.MaxFilter(2 * (feather - half) + 1))
-    return dilated.filter(ImageFilter.BoxBlur(half))
 
 
 def crop_box(region_band: Image.Image, structure: Image.Image, width: int, height: int,
