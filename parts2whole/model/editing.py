@@ -78,6 +78,8 @@ class Parts2WholeEditPipeline(Parts2WholePipeline):
         kwargs = {**pipeline.components, "structure_kind": pipeline.structure_kind, **kwargs}
         edit = super().from_pipe(pipeline, **kwargs)
         edit._call_lock = pipeline._call_lock
+        if hasattr(pipeline, "_progress_bar_config"):
+            edit.set_progress_bar_config(**pipeline._progress_bar_config)
         return edit
 
     @torch.no_grad()

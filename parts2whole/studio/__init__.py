@@ -6,8 +6,8 @@ validated once, then trusted), `progress` (stages and cancellation), `cache` (re
 content), `memory` (out-of-memory handling), `outputs` (PNGs and parameters.json), `service` (the Studio),
 `preprocessing` (masks from clicks, pose maps from photos), `edit_request` (an edit, validated once),
 `edit_sources` (what an edit takes from its source: kept parts, pose, region). Other packages import the
-names below from
-`parts2whole.studio` itself, never from a submodule (except `preprocessing` and `inputs`).
+names below from `parts2whole.studio` itself, never from a submodule (except `preprocessing`, `inputs` and
+`edit_sources`).
 """
 
 from __future__ import annotations

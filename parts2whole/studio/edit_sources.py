@@ -32,9 +32,10 @@ from preprocess.parsing import auto_part_masks
 
 from ..core.errors import Parts2WholeInputError
 from ..core.labels import LOWER, PART_LABELS, UI_SLOT_NAMES, UPPER, WHOLE, canonical_label
-from ..model.edit_region import binary_region, check_source
+from ..model.edit_region import binary_region, check_source, check_strength
 from .edit_request import EditRequest, changed_labels
 from .masks import upright
+from .request import _number
 
 #: The automatic region grows by this fraction of the source's shorter side (at least MIN_REGION_GROWTH
 #: pixels), so the new part may be a little larger than the old one and its border is redrawn too.
@@ -125,6 +126,7 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
     `change` names the parts to change (labels or aliases, comma-separated or a list); without it, the
     parts given in `new_parts` are the ones changed. `settings` are `EditRequest`'s (prompt, seed, ...)."""
     source = upright(check_source(source)).convert("RGB")
+    check_strength(_number(settings.get("strength", 1.0), "Strength"))  # cheap checks before the parser runs
     new_parts = {canonical_label(label): image for label, image in new_parts.items() if image is not None}
     new_masks = {canonical_label(label): mask for label, mask in (new_masks or {}).items() if mask is not None}
     changed = changed_labels(change) or tuple(label for label in PART_LABELS if label in new_parts)
