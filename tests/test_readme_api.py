@@ -17,7 +17,8 @@ from parts2whole.core.labels import PART_LABELS
 
 gradio_client = pytest.importorskip("gradio_client")
 
-README = (REPO_ROOT / "README.md").read_text()
+#: The README and the docs pages that list endpoints the same way (the edit mode's page).
+README = "\n".join(path.read_text() for path in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "edit.md"))
 PART_KEYS = [label.replace(" ", "_") for label in PART_LABELS]
 ENDPOINT = re.compile(r"`(/[\w<>]+)\(([^)`]*)\)`")
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
@@ -49,7 +50,7 @@ def served_api() -> dict[str, set[str]]:
 
 def test_readme_shows_the_main_endpoints():
     shown = readme_endpoints()
-    assert {"/generate", "/face_auto_mask", "/shoes_click", "/pose_from_photo"} <= shown.keys(), sorted(shown)
+    assert {"/generate", "/face_auto_mask", "/shoes_click", "/pose_from_photo", "/edit"} <= shown.keys(), sorted(shown)
 
 
 def test_every_endpoint_and_keyword_in_the_readme_exists_in_the_served_app(served_api):
