@@ -1,0 +1,81 @@
+"""The app's edit mode on the tiny model: the `/edit` API endpoint keeps the photo outside the region at
+the photo's size and its bundle replays the edit; in Chromium a person uploads a photo, changes one part
+and sees the edited photo."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from app_fixtures import example_file, shared_app_url
+from parts2whole.model.edit_region import DEFAULT_FEATHER, feathered_alpha
+from test_app_browser import PAGE_LOAD_TIMEOUT_MS, _slot_file_input, browser  # noqa: F401 - the fixture
+
+gradio_client = pytest.importorskip("gradio_client")
+
+QUICK = dict(steps=2, size="192 × 128 · thumbnail", seed=5, randomize_seed=False)
+EDIT_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A landscape photo stored as WebP under a .jpg name, and its region (a 3-channel JPEG-like mask)."""
+    folder = tmp_path_factory.mktemp("edit-app")
+    source = Image.fromarray(np.random.default_rng(4).integers(0, 256, (140, 210, 3), dtype=np.uint8))
+    source.save(folder / "photo.jpg", format="WEBP", lossless=True)
+    region = Image.new("RGB", source.size)
+    ImageDraw.Draw(region).rectangle((80, 90, 125, 130), fill=(255, 255, 255))
+    region.save(folder / "region.png")
+    return folder / "photo.jpg", folder / "region.png"
+
+
+def test_edit_endpoint_keeps_the_photo_outside_the_region(photo, tmp_path):
+    client = gradio_client.Client(shared_app_url(), verbose=False, download_files=str(tmp_path))
+    handle = gradio_client.handle_file
+    source, region = photo
+    gallery, bundle, status = client.predict(
+        source=handle(str(source)), change=["shoes"], shoes=handle(str(example_file("face"))),
+        region=handle(str(region)), strength=1.0, api_name="/edit", **QUICK)
+    assert "Edited" in status
+    edited = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"), dtype=np.float32)
+    original = np.asarray(Image.open(source).convert("RGB"), dtype=np.float32)
+    assert edited.shape == original.shape
+    outside = np.asarray(feathered_alpha(Image.open(region).convert("L"), DEFAULT_FEATHER)) == 0
+    np.testing.assert_allclose(edited[outside], original[outside], atol=1.0)
+    assert np.abs(edited[~outside] - original[~outside]).mean() > 5.0
+    with zipfile.ZipFile(bundle) as archive:
+        readme = archive.read("README.txt").decode()
+        parameters = json.loads(archive.read("parameters.json"))
+        assert {"inputs/source.png", "inputs/region.png", "inputs/pose.png", "inputs/shoes.png"} <= set(archive.namelist())
+    assert "python -m parts2whole edit inputs/source.png --change shoes" in readme and "--seed 5" in readme
+    assert parameters["mode"] == "edit" and parameters["change"] == ["shoes"] and parameters["seed"] == 5
+
+
+def test_edit_endpoint_reports_a_missing_new_picture(photo):
+    client = gradio_client.Client(shared_app_url(), verbose=False)
+    with pytest.raises(Exception, match="has no new picture") as error_info:
+        client.predict(source=gradio_client.handle_file(str(photo[0])), change=["shoes"], api_name="/edit", **QUICK)
+    assert "Traceback" not in str(error_info.value)
+
+
+def test_upload_a_photo_change_one_part_and_see_it_edited(browser, photo):  # noqa: F811 - the fixture
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(shared_app_url(), timeout=PAGE_LOAD_TIMEOUT_MS)
+    page.get_by_text("Edit a photo: change one part, keep the rest").click()
+    page.locator("#edit-source input[type='file']").set_input_files(str(photo[0]))
+    page.locator("#edit-change").get_by_label("Shoes").check()
+    _slot_file_input(page, "Shoes").set_input_files(str(example_file("face")))
+    page.get_by_text("Region and strength").click()
+    page.locator("#edit-region input[type='file']").set_input_files(str(photo[1]))
+    page.locator("#edit-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)  # the region over the photo
+    page.locator("#edit-button").click()
+    page.locator("#edit-status").get_by_text("Edited").wait_for(timeout=EDIT_TIMEOUT_MS)
+    image = page.locator("#edit-gallery img").first
+    image.wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    assert image.evaluate("img => img.complete && img.naturalWidth === 210 && img.naturalHeight === 140")
+    assert "Traceback" not in page.content()
+    page.close()
