@@ -15,11 +15,10 @@ from pathlib import Path
 
 from .. import studio
 from ..core.errors import Parts2WholeInputError
-from ..core.labels import PART_LABELS, UI_SLOT_NAMES
-from ..studio.edit_sources import ServiceAnalysis, prepare_edit, result_inputs
+from ..core.labels import PART_LABELS
+from ..studio.edit_sources import EditFiles, ServiceAnalysis, prepare_edit
 from ..studio.inputs import output_paths
 from ..studio.preprocessing import PreprocessingService
-from preprocess.images import load_image, load_mask
 from .common import EXIT_OK, cannot_write, check_writable_folder
 from .generate import (OUTPUT_SUFFIXES, _add_output_options, _add_part_options, _add_settings, _progress_printer,
                        option_name)
@@ -77,49 +76,33 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_parts(args: argparse.Namespace) -> tuple[dict, dict, dict]:
-    """(new part pictures, their masks, the files they came from), each decoded once."""
-    parts, masks, files = {}, {}, {}
-    for label in PART_LABELS:
-        path, mask_path = getattr(args, f"part_{label}"), getattr(args, f"mask_{label}")
-        if mask_path and not path:
-            raise Parts2WholeInputError(f"--mask-{option_name(label)} was given without --{option_name(label)}.")
-        if path:
-            parts[label] = load_image(path, what=f"new {UI_SLOT_NAMES[label].lower()} image ({path})")
-            files[label] = str(path)
-        if mask_path:
-            masks[label] = load_mask(mask_path, parts[label].size, what=f"mask {mask_path}").mask
-            files[f"mask {label}"] = str(mask_path)
-    return parts, masks, files
-
-
 def run(args: argparse.Namespace) -> int:
     """Check the options and files, resolve the edit from the photo, edit, write the images and the JSON."""
     output = Path(args.output)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise Parts2WholeInputError(f"-o {output}: use a .png, .jpg or .webp file name.")
     check_writable_folder(output)  # before the long model load, not after
-    source = load_image(args.photo, what=f"photo ({args.photo})")
-    parts, masks, files = _load_parts(args)
-    region = load_mask(args.region, source.size, what=f"region {args.region}").mask if args.region else None
-    pose = load_image(args.pose, what=f"pose map ({args.pose})").convert("RGB") if args.pose else None
+    for label in PART_LABELS:
+        if getattr(args, f"mask_{label}") and not getattr(args, f"part_{label}"):
+            raise Parts2WholeInputError(f"--mask-{option_name(label)} was given without --{option_name(label)}.")
+    files = EditFiles(source=args.photo, region=args.region, pose=args.pose,
+                      parts={label: getattr(args, f"part_{label}") for label in PART_LABELS if getattr(args, f"part_{label}")},
+                      masks={label: getattr(args, f"mask_{label}") for label in PART_LABELS if getattr(args, f"mask_{label}")})
+    loaded = files.load()  # every file decoded and checked once, before any model loads
     editor = studio.Studio(args.weights, device=args.device, dtype=args.dtype)
     service = PreprocessingService(editor, densepose_weights=args.densepose_weights)
-    made_from = result_inputs(args.photo)
-    if made_from is not None and not args.quiet:
-        print(f"Editing a result: its references and pose come from {made_from.origin}", file=sys.stderr)
+    if loaded["result"] is not None and not args.quiet:
+        print(f"Editing a result: its references and pose come from {loaded['result'].origin}", file=sys.stderr)
     request = prepare_edit(
-        ServiceAnalysis(service), source, new_parts=parts, new_masks=masks, change=args.change, region=region,
-        pose=pose, result=made_from, prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
-        steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
-        num_images=args.num_images, fusion_blocks=args.fusion_blocks, scheduler=args.scheduler, strength=args.strength)
+        ServiceAnalysis(service), change=args.change, prompt=args.prompt, negative_prompt=args.negative_prompt,
+        seed=args.seed, steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
+        num_images=args.num_images, fusion_blocks=args.fusion_blocks, scheduler=args.scheduler,
+        strength=args.strength, **loaded)
     if not args.quiet:
         print(f"Model: {editor.weights.name} on {editor.device_choice.device}; changing "
               f"{', '.join(request.changed)}; kept: {', '.join(request.origin['kept']) or 'nothing'}", file=sys.stderr)
     result = editor.edit(request, progress=_progress_printer(args.quiet))
-    inputs = {"source": str(args.photo), **files, **({"region": str(args.region)} if args.region else {}),
-              **({"pose": str(args.pose)} if args.pose else {})}
-    for path in _write_outputs(output, result, inputs):
+    for path in _write_outputs(output, result, files.files()):
         print(path)
     return EXIT_OK
 

@@ -200,3 +200,41 @@ def _beside(record: Path, name: str) -> Path:
     """A recorded input path: as written (absolute, or relative to where the command ran), else beside the record."""
     path = Path(name)
     return path if path.is_absolute() or path.exists() else record.parent / path
+
+
+@dataclasses.dataclass
+class EditFiles:
+    """An edit described by files (what `python -m parts2whole edit` and an edit line of a batch give):
+    the source, the new parts and masks by label, the optional region and pose map."""
+
+    source: str
+    parts: dict[str, str] = dataclasses.field(default_factory=dict)
+    masks: dict[str, str] = dataclasses.field(default_factory=dict)
+    region: str | None = None
+    pose: str | None = None
+
+    def load(self) -> dict[str, Any]:
+        """`prepare_edit`'s arguments (each file decoded once; a result of ours brings its own inputs)."""
+        source = load_image(self.source, what=f"photo ({self.source})")
+        parts, masks = {}, {}
+        for label in PART_LABELS:
+            path, mask_path = self.parts.get(label), self.masks.get(label)
+            if mask_path and not path:
+                raise Parts2WholeInputError(f"A mask was given for the new {label} ({mask_path}) but no picture for it.")
+            if path:
+                parts[label] = load_image(path, what=f"new {UI_SLOT_NAMES[label].lower()} image ({path})")
+            if mask_path:
+                masks[label] = load_mask(mask_path, parts[label].size, what=f"mask {mask_path}").mask
+        region = load_mask(self.region, source.size, what=f"region {self.region}").mask if self.region else None
+        pose = load_image(self.pose, what=f"pose map ({self.pose})").convert("RGB") if self.pose else None
+        return dict(source=source, new_parts=parts, new_masks=masks, region=region, pose=pose,
+                    result=result_inputs(self.source))
+
+    def files(self) -> dict[str, str]:
+        """The input files by role, for the parameters JSON."""
+        record = {"source": str(self.source)}
+        for label in PART_LABELS:
+            for name, given in ((label, self.parts), (f"mask {label}", self.masks)):
+                if given.get(label):
+                    record[name] = str(given[label])
+        return record | {key: str(value) for key, value in (("region", self.region), ("pose", self.pose)) if value}
