@@ -122,6 +122,15 @@ def test_editing_a_result_reuses_its_references_and_encodes_only_the_new_part(ti
     found = result_inputs(tmp_path / "out.png")
     assert found is not None and set(found.references) == {"face", "upper body clothes"}
     assert result_inputs(tmp_path / "face.png") is None  # an input, not a result
+    bundle = tmp_path / "bundle"  # an unzipped app bundle: results/, inputs/, masks/, parameters.json
+    for folder in ("results", "inputs", "masks"):
+        (bundle / folder).mkdir(parents=True)
+    generated.images[0].save(bundle / "results" / "result_0.png")
+    face.save(bundle / "inputs" / "face.png"), pose.save(bundle / "inputs" / "pose.png")
+    Image.new("L", face.size, 255).save(bundle / "masks" / "face.png")
+    (bundle / "parameters.json").write_text(json.dumps(generated.parameters | {"parts": ["face"]}))
+    bundled = result_inputs(bundle / "results" / "result_0.png")
+    assert bundled is not None and list(bundled.references) == ["face"] and bundled.pose.size == pose.size
     pipe = tiny_studio.pipeline()
     encoded = []
     original = pipe.encode_checked

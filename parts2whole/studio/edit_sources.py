@@ -172,11 +172,15 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
 
 def result_inputs(photo: str | Path) -> ResultInputs | None:
     """What a result of ours was made from, when it carries it: the JSON `generate` writes next to it
-    (OUT.json beside OUT.png or OUT_0.png, its "outputs" naming this file), or a bundle's parameters.json
-    in the same folder. None for any other picture (or when its input files are gone)."""
+    (OUT.json beside OUT.png or OUT_0.png, its "outputs" naming this file), or, for results/result_N.png
+    of an unzipped app bundle, the bundle's parameters.json and inputs. None for any other picture (or
+    when its input files are gone)."""
     photo = Path(photo)
+    bundled = _bundle_inputs(photo)
+    if bundled is not None:
+        return bundled
     stem = photo.stem.rsplit("_", 1)[0] if photo.stem.rsplit("_", 1)[-1].isdigit() else photo.stem
-    for candidate in (photo.with_suffix(".json"), photo.with_name(f"{stem}.json"), photo.with_name("parameters.json")):
+    for candidate in (photo.with_suffix(".json"), photo.with_name(f"{stem}.json")):
         try:
             record = json.loads(candidate.read_text())
         except (OSError, ValueError):
@@ -194,6 +198,27 @@ def result_inputs(photo: str | Path) -> ResultInputs | None:
             return None
         return ResultInputs(references, masks, pose, str(candidate)) if references else None
     return None
+
+
+def _bundle_inputs(photo: Path) -> ResultInputs | None:
+    """A result inside an unzipped bundle of the app: results/result_N.png beside parameters.json, with
+    inputs/<part>.png, masks/<part>.png and inputs/pose.png (what `ui.bundle.write_bundle` writes)."""
+    record_path = photo.parent.parent / "parameters.json"
+    if photo.parent.name != "results" or not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if not isinstance(record, dict) or record.get("mode") == "edit":
+            return None
+        folder = record_path.parent
+        stems = {label: label.replace(" ", "_") for label in record.get("parts", []) if label in PART_LABELS}
+        references = {label: load_image(folder / "inputs" / f"{stem}.png") for label, stem in stems.items()}
+        masks = {label: load_mask(folder / "masks" / f"{stem}.png", references[label].size).mask
+                 for label, stem in stems.items() if (folder / "masks" / f"{stem}.png").is_file()}
+        pose = load_image(folder / "inputs" / "pose.png").convert("RGB")
+    except (OSError, ValueError, Parts2WholeInputError):
+        return None
+    return ResultInputs(references, masks, pose, str(record_path)) if references else None
 
 
 def _beside(record: Path, name: str) -> Path:
