@@ -79,3 +79,31 @@ def test_upload_a_photo_change_one_part_and_see_it_edited(browser, photo):  # no
     assert image.evaluate("img => img.complete && img.naturalWidth === 210 && img.naturalHeight === 140")
     assert "Traceback" not in page.content()
     page.close()
+
+
+def test_edit_this_result_reuses_the_generations_references(tiny_studio, tmp_path, monkeypatch):
+    """The UI handlers in process: Generate, *Edit this result*, Edit: only the new part is encoded."""
+    from parts2whole.studio.preprocessing import PreprocessingService
+    from parts2whole.ui.edit import first_result, make_edit
+    from parts2whole.ui.generate import make_generate
+
+    service, quiet = PreprocessingService(tiny_studio), (lambda *args, **kwargs: None)
+    settings = dict(steps=1, size="192 × 128 · thumbnail", seed=1, randomize_seed=False, progress=quiet)
+    gallery, bundle, *_ = make_generate(tiny_studio, service)(
+        face=str(example_file("face")), upper_body_clothes=str(example_file("upper_body_clothes")),
+        pose=str(example_file("pose")), **settings)
+    gallery[0][0].save(tmp_path / "shown.png")  # what the browser's gallery holds: a PNG file
+    source, state = first_result([(str(tmp_path / "shown.png"), "caption")], bundle)
+    assert state is not None and set(state["inputs"].references) == {"face", "upper body clothes"}
+    region = Image.new("L", (128, 192))
+    ImageDraw.Draw(region).rectangle((30, 60, 100, 120), fill=255)
+    region.save(tmp_path / "region.png")
+    pipe = tiny_studio.pipeline()
+    encoded, original = [], pipe.encode_checked
+    monkeypatch.setattr(pipe, "encode_checked",
+                        lambda references, *a, **k: encoded.append(references.labels) or original(references, *a, **k))
+    edited, _bundle, status = make_edit(tiny_studio, service)(
+        upper_body_clothes=str(example_file("face")), change=["upper_body_clothes"], source=source,
+        region=str(tmp_path / "region.png"), edited_result=state, **settings)
+    assert encoded == [("upper body clothes",)] and "Edited" in status
+    assert edited[0][0].size == (128, 192)

@@ -128,9 +128,10 @@ def test_editing_a_result_reuses_its_references_and_encodes_only_the_new_part(ti
     generated.images[0].save(bundle / "results" / "result_0.png")
     face.save(bundle / "inputs" / "face.png"), pose.save(bundle / "inputs" / "pose.png")
     Image.new("L", face.size, 255).save(bundle / "masks" / "face.png")
-    (bundle / "parameters.json").write_text(json.dumps(generated.parameters | {"parts": ["face"]}))
+    (bundle / "parameters.json").write_text(json.dumps(generated.parameters | {"parts": ["face"], "masked_parts": ["face"]}))
     bundled = result_inputs(bundle / "results" / "result_0.png")
     assert bundled is not None and list(bundled.references) == ["face"] and bundled.pose.size == pose.size
+    assert list(bundled.masks) == ["face"]
     pipe = tiny_studio.pipeline()
     encoded = []
     original = pipe.encode_checked

@@ -213,8 +213,9 @@ def _bundle_inputs(photo: Path) -> ResultInputs | None:
         folder = record_path.parent
         stems = {label: label.replace(" ", "_") for label in record.get("parts", []) if label in PART_LABELS}
         references = {label: load_image(folder / "inputs" / f"{stem}.png") for label, stem in stems.items()}
+        given = record.get("masked_parts", [])  # the others' masks in the bundle are the defaults, not inputs
         masks = {label: load_mask(folder / "masks" / f"{stem}.png", references[label].size).mask
-                 for label, stem in stems.items() if (folder / "masks" / f"{stem}.png").is_file()}
+                 for label, stem in stems.items() if label in given}
         pose = load_image(folder / "inputs" / "pose.png").convert("RGB")
     except (OSError, ValueError, Parts2WholeInputError):
         return None

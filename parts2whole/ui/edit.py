@@ -10,6 +10,7 @@ and form as Generate), so the `/edit` endpoint takes `/generate`'s keywords plus
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 import zipfile
@@ -22,7 +23,7 @@ from parts2whole import studio as studio_module
 from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.core.labels import PART_LABELS, UI_SLOT_NAMES
 from parts2whole.studio import DEFAULT_SCHEDULER
-from parts2whole.studio.edit_sources import ServiceAnalysis, prepare_edit, region_from_parts
+from parts2whole.studio.edit_sources import ServiceAnalysis, prepare_edit, region_from_parts, result_inputs
 from parts2whole.studio.preprocessing import PreprocessingService
 
 from .bundle import BUNDLE_ROOT, remove_old_bundles
@@ -113,7 +114,8 @@ def make_edit(studio: studio_module.Studio, service: PreprocessingService):
              shoes_mask=None, pose=None, prompt="", negative_prompt="", seed=0, randomize_seed=True,
              steps=studio_module.DEFAULT_STEPS, guidance=studio_module.DEFAULT_GUIDANCE, size=DEFAULT_SIZE,
              num_images=1, fusion_blocks=studio_module.DEFAULT_FUSION_BLOCKS, scheduler=DEFAULT_SCHEDULER,
-             source=None, change=None, region=None, strength=1.0, uploads=None, progress=gr.Progress()):
+             source=None, change=None, region=None, strength=1.0, uploads=None, edited_result=None,
+             progress=gr.Progress()):
         files = dict(zip(PART_LABELS, (face, hair_or_headwear, upper_body_clothes, lower_body_clothes,
                                        whole_body_clothes, shoes)))
         mask_files = dict(zip(PART_LABELS, (face_mask, hair_or_headwear_mask, upper_body_clothes_mask,
@@ -126,13 +128,16 @@ def make_edit(studio: studio_module.Studio, service: PreprocessingService):
             photo = uploads.image(SOURCE, source, what="photo to edit")
             inputs = read_inputs(uploads, files, mask_files, pose)
             height, width = output_size(size)
+            made_from = (edited_result or {}).get("inputs")
+            if made_from is not None and edited_result.get("key") != _pixels_key(photo):
+                made_from = None  # another picture than the result whose inputs the session holds
             request = prepare_edit(
                 ServiceAnalysis(service), photo, new_parts=inputs.references, new_masks=inputs.masks,
                 change=change or None, region=uploads.mask(REGION, region, photo.size, what="region").mask if region else None,
                 pose=inputs.structure, prompt=prompt or "", negative_prompt=negative_prompt or "",
                 seed=None if randomize_seed else (0 if seed is None else seed), steps=steps, guidance_scale=guidance,
                 height=height, width=width, num_images=num_images, fusion_blocks=fusion_blocks,
-                scheduler=scheduler or DEFAULT_SCHEDULER, strength=strength)
+                scheduler=scheduler or DEFAULT_SCHEDULER, strength=strength, result=made_from)
             result = studio.edit(request, progress=lambda update: progress(update.fraction, desc=update.text),
                                  cancelled=cancel_check())
         request = result.request
@@ -188,15 +193,28 @@ def edit_replay(request) -> str:
             f"--fusion-blocks {request.fusion_blocks} --scheduler {request.scheduler} -o results/again.png\n")
 
 
-def first_result(gallery):
-    """The path of the gallery's first image (Gradio gives (path, caption) pairs or image dicts)."""
+def _pixels_key(image: Image.Image) -> str:
+    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+
+
+def first_result(gallery, bundle=None):
+    """*Edit this result*: the gallery's first image as the photo to edit, and (per user, in `gr.State`)
+    what it was made from, read back from its bundle, keyed by its pixels: an edit of exactly that picture
+    then reuses the generation's references and pose (and their cached encodings)."""
     if not gallery:
         raise gr.Error("Generate first: there is no result to edit yet.", print_exception=False)
     item = gallery[0]
     item = item[0] if isinstance(item, (list, tuple)) else item
     if isinstance(item, dict):
         item = (item.get("image") or item).get("path")
-    return item
+    made_from = None
+    if bundle and zipfile.is_zipfile(bundle):
+        folder = BUNDLE_ROOT / uuid.uuid4().hex
+        with zipfile.ZipFile(bundle) as archive:
+            archive.extractall(folder)
+        made_from = result_inputs(folder / "results" / "result_0.png")
+    state = {"key": _pixels_key(Image.open(item)), "inputs": made_from} if made_from is not None else None
+    return item, state
 
 
 def wire_edit(page, studio: studio_module.Studio, service: PreprocessingService, form_inputs: list) -> None:
@@ -204,7 +222,8 @@ def wire_edit(page, studio: studio_module.Studio, service: PreprocessingService,
 
     `form_inputs`: Generate's parts, masks, pose and settings, in `make_edit`'s parameter order."""
     panel = page.edit
-    inputs = form_inputs + [panel.source, panel.change, panel.region, panel.strength, page.uploads]
+    edited_result = gr.State(None)  # per user: what the result sent by *Edit this result* was made from
+    inputs = form_inputs + [panel.source, panel.change, panel.region, panel.strength, page.uploads, edited_result]
     panel.edit_button.click(make_edit(studio, service), inputs, [panel.gallery, panel.bundle, panel.status],
                             api_name="edit", concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
                             show_progress_on=[panel.gallery])
@@ -212,5 +231,5 @@ def wire_edit(page, studio: studio_module.Studio, service: PreprocessingService,
     for trigger in (panel.source.change, panel.change.change, panel.region.change):
         trigger(preview, [panel.source, panel.change, panel.region, page.uploads], panel.preview,
                 api_visibility="private", concurrency_limit=None)
-    panel.from_result.click(friendly_errors(first_result), page.results.gallery, panel.source, api_visibility="private",
-                            concurrency_limit=None)
+    panel.from_result.click(friendly_errors(first_result), [page.results.gallery, page.results.bundle],
+                            [panel.source, edited_result], api_visibility="private", concurrency_limit=None)
