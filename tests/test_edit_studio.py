@@ -197,3 +197,20 @@ def test_a_validated_edit_request_is_trusted_and_refuses_a_missing_picture(sourc
     with pytest.raises(Parts2WholeInputError, match="has no new picture"):
         EditRequest(source=source, changed=("face",), references={"shoes": new_shoes}, structure=source,
                     region=request.region).validated()
+
+
+def test_without_the_parts_parsed_the_region_falls_back_to_the_densepose_body_areas(source, new_shoes):
+    class FeetOnTheMap(StubAnalysis):
+        def part_masks(self, image):
+            return {}  # the parser finds nothing
+
+        def pose_map(self, image):
+            pose = super().pose_map(image)
+            ImageDraw.Draw(pose).rectangle(BOXES["shoes"], fill=(40, 90, 5))  # I = 5: a foot
+            return pose
+
+    request = prepare_edit(FeetOnTheMap(), source, new_parts={"shoes": new_shoes}, **SETTINGS)
+    region = np.asarray(request.region) > 0
+    x0, y0, x1, y1 = BOXES["shoes"]
+    assert region[y0:y1 + 1, x0:x1 + 1].all() and not region[:100].any()
+    assert "DensePose" in request.origin["region"] and request.references.keys() == {"shoes"}

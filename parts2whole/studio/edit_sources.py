@@ -8,7 +8,8 @@
   garment it would be the kept top or bottom a second time. When the whole outfit changes, the kept top
   and bottom are dropped too (the new outfit replaces them).
 * The pose is the source's own map (DensePose for the released checkpoint); no person found is an error.
-* The region is the union of the changed parts' masks on the source, dilated; a region given overrides.
+* The region is the union of the changed parts' masks on the source, dilated (their body areas on the
+  DensePose map when the parser finds none of them); a region given overrides.
 * A result of ours brings its own references and pose (`result_inputs`: the JSON the CLI writes next to
   it, or a bundle's parameters.json), so an edit of a result reuses them (and their cached encodings).
 
@@ -31,7 +32,7 @@ from preprocess.images import load_image, load_mask
 from preprocess.parsing import auto_part_masks
 
 from ..core.errors import Parts2WholeInputError
-from ..core.labels import LOWER, PART_LABELS, UI_SLOT_NAMES, UPPER, WHOLE, canonical_label
+from ..core.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UI_SLOT_NAMES, UPPER, WHOLE, canonical_label
 from ..model.edit_region import binary_region, check_source, check_strength
 from .edit_request import EditRequest, changed_labels
 from .masks import upright
@@ -43,6 +44,14 @@ REGION_GROWTH_FRACTION = 0.02
 MIN_REGION_GROWTH = 6
 #: A kept part is cut from the source with this margin around its box (fraction of the box's size).
 PART_MARGIN = 0.1
+#: DensePose body parts (the I index, blue channel of the IUV map) under each part label: where the region
+#: falls back to when the parser finds none of the changed parts (1-2 torso, 3-4 hands, 5-6 feet, 7-14
+#: legs, 15-22 arms, 23-24 head; the DensePose chart convention).
+DENSEPOSE_CHANNEL_I = 2
+DENSEPOSE_PARTS = {FACE: (23, 24), HAIR: (23, 24), UPPER: (1, 2, *range(15, 23)), LOWER: tuple(range(7, 15)),
+                   WHOLE: (1, 2, *range(7, 23)), SHOES: (5, 6)}
+#: Body areas on the DensePose map smaller than this fraction of the picture are noise, not a part.
+MIN_BODY_FRACTION = 0.001
 #: The garments the whole-outfit part stands for (see the module docstring).
 OUTFIT_PARTS = (UPPER, LOWER, WHOLE)
 
@@ -117,6 +126,17 @@ def region_from_parts(masks: Mapping[str, Image.Image], changed: tuple[str, ...]
     return Image.fromarray(union.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * growth + 1))
 
 
+def region_from_densepose(pose: Image.Image, changed: tuple[str, ...], size) -> Image.Image | None:
+    """The changed parts' body areas on a DensePose map aligned with the source, grown like the parser's
+    region; None when the map shows none of them (or is not a DensePose map)."""
+    body = np.asarray(pose.convert("RGB").resize(size, Image.Resampling.NEAREST))[..., DENSEPOSE_CHANNEL_I]
+    wanted = [index for label in changed for index in DENSEPOSE_PARTS[label]]
+    area = np.isin(body, wanted)
+    if area.mean() < MIN_BODY_FRACTION:
+        return None
+    return region_from_parts({"body": Image.fromarray(area.astype(np.uint8) * 255)}, ("body",), size)
+
+
 def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Mapping[str, Image.Image | None],
                  new_masks: Mapping[str, Image.Image | None] | None = None, change=None,
                  region: Image.Image | None = None, pose: Image.Image | None = None,
@@ -159,8 +179,7 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
     else:
         origin["pose"] = "given"
     if region is None:
-        region = region_from_parts(source_masks, changed, source.size)
-        origin["region"] = "the changed parts' automatic masks, grown"
+        region, origin["region"] = _automatic_region(source_masks, pose, changed, source.size)
     else:
         origin["region"] = "given"
     references |= {label: new_parts[label] for label in changed}
@@ -168,6 +187,17 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
     ordered = {label: references[label] for label in PART_LABELS if label in references}
     return EditRequest(source=source, changed=changed, references=ordered, masks=masks, structure=pose, region=region,
                        origin=origin, **settings).validated()
+
+
+def _automatic_region(source_masks, pose: Image.Image, changed: tuple[str, ...], size) -> tuple[Image.Image, str]:
+    """The changed parts' parser masks, else (the parser found none) their body areas on the DensePose map."""
+    try:
+        return region_from_parts(source_masks, changed, size), "the changed parts' automatic masks, grown"
+    except Parts2WholeInputError:
+        body = region_from_densepose(pose, changed, size) if pose is not None else None
+        if body is None:
+            raise
+        return body, "the changed parts' body areas on the DensePose map (the parser found none), grown"
 
 
 def result_inputs(photo: str | Path) -> ResultInputs | None:
