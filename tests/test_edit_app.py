@@ -107,3 +107,17 @@ def test_edit_this_result_reuses_the_generations_references(tiny_studio, tmp_pat
         region=str(tmp_path / "region.png"), edited_result=state, **settings)
     assert encoded == [("upper body clothes",)] and "Edited" in status
     assert edited[0][0].size == (128, 192)
+
+
+def test_edit_endpoint_explains_bad_files(photo, tmp_path):
+    client = gradio_client.Client(shared_app_url(), verbose=False)
+    handle = gradio_client.handle_file
+    (tmp_path / "broken.jpg").write_bytes(b"this is not a picture")
+    Image.new("L", (50, 200), 255).save(tmp_path / "tall.png")  # a region made for another picture
+    cases = [(dict(source=handle(str(tmp_path / "broken.jpg"))), "photo to edit"),
+             (dict(source=handle(str(photo[0])), region=handle(str(tmp_path / "tall.png"))), "region")]
+    for arguments, message in cases:
+        with pytest.raises(Exception, match=message) as error_info:
+            client.predict(change=["shoes"], shoes=handle(str(example_file("face"))), api_name="/edit",
+                           **arguments, **QUICK)
+        assert "Traceback" not in str(error_info.value)
