@@ -53,7 +53,7 @@ def served_api() -> dict[str, set[str]]:
 def test_the_docs_show_the_main_endpoints():
     assert len(DOC_PAGES) > 5, DOC_PAGES  # the docs pages are read
     shown = readme_endpoints()
-    assert {"/generate", "/face_auto_mask", "/shoes_click", "/pose_from_photo"} <= shown.keys(), sorted(shown)
+    assert {"/generate", "/face_auto_mask", "/shoes_click", "/pose_from_photo", "/edit"} <= shown.keys(), sorted(shown)
 
 
 def test_every_endpoint_and_keyword_in_the_docs_exists_in_the_served_app(served_api):

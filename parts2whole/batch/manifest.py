@@ -2,7 +2,8 @@
 content key, or the one-line reason it cannot run; and a line's values as the inputs of one generation.
 
 Manifest keys are the web app's `/generate` parameter names (one vocabulary for the app, the API client and
-batches); the values and defaults are those of `python -m parts2whole generate`.
+batches); the values and defaults are those of `python -m parts2whole generate`. A line with a `source`
+is an edit (`source`, `change`, `region`, `strength` added, as `python -m parts2whole edit`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ PART_KEYS = {label.replace(" ", "_"): label for label in PART_LABELS}
 MASK_KEYS = {f"{key}_mask": label for key, label in PART_KEYS.items()}
 #: Manifest keys of the settings: the names of `GenerationInputs` (and of the `generate` options).
 SETTING_KEYS = SETTING_NAMES
-FILE_KEYS = (*PART_KEYS, *MASK_KEYS, "pose")
-MANIFEST_KEYS = ("id", *(key for part in PART_KEYS for key in (part, f"{part}_mask")), "pose", *SETTING_KEYS)
+#: A line with a `source` is an edit (batch/edit_line.py): these keys mirror `python -m parts2whole edit`.
+EDIT_FILE_KEYS = ("source", "region")
+FILE_KEYS = (*PART_KEYS, *MASK_KEYS, "pose", *EDIT_FILE_KEYS)
+MANIFEST_KEYS = ("id", *(key for part in PART_KEYS for key in (part, f"{part}_mask")), "pose", *SETTING_KEYS,
+                 *EDIT_FILE_KEYS, "change", "strength")
 #: Keys whose value is part of the reference encoding (with the part and mask files): they define a part set.
 ENCODING_SETTING_KEYS = ("height", "width", "fusion_blocks")
 
@@ -174,7 +178,10 @@ def _line_error(line: ManifestLine, given_id: Any, first_use: dict[str, int]) ->
         part_key = mask_key.removesuffix("_mask")
         if mask_key in line.values and part_key not in line.values:
             return f"{where}: {mask_key} was given without {part_key}; add the {part_key} image or drop the mask."
-    if "pose" not in line.values:
+    edit_only = [key for key in ("region", "change", "strength") if key in line.values]
+    if edit_only and "source" not in line.values:
+        return f"{where}: {edit_only[0]} is for an edit; add the source photo (source) or drop {edit_only[0]}."
+    if "pose" not in line.values and "source" not in line.values:
         return f"{where}: no pose: add a pose key with the pose map image (a DensePose rendering of the body)."
     if line.id in first_use:
         how = "give each line its own id" if given_id is not None else "the line repeats it; give it an id or another seed"

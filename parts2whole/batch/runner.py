@@ -16,6 +16,9 @@ from .. import studio
 from ..core.errors import CheckpointError, Parts2WholeInputError
 from ..core.messages import one_line
 from ..studio.inputs import load_request, output_parameters, output_paths
+from ..studio.edit_sources import ServiceAnalysis
+from ..studio.preprocessing import PreprocessingService
+from .edit_line import is_edit_line, run_edit_line
 from .manifest import ManifestLine, line_inputs
 from .results import FAILED_PREFIX, STATUS_OK, LineResult
 from .store import OutputStore
@@ -33,6 +36,7 @@ class LineRunner:
         self.store = OutputStore(out_dir)
         kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
         self.studio = studio.Studio(weights, device=device, dtype=dtype, **kwargs)
+        self._analysis = None  # the parser and pose estimator for edit lines, made on the first one
 
     def load(self) -> None:
         """Load the model now (so the first line's time is the line's own)."""
@@ -51,11 +55,20 @@ class LineRunner:
         return LineResult.error(line, message, seconds=_since(started))
 
     def _generate(self, line: ManifestLine, started: float) -> LineResult:
-        inputs = line_inputs(line, self.manifest_dir)
-        request = load_request(inputs)  # validated once; Studio.generate trusts it
-        result = self.studio.generate(request)
-        paths = output_paths(Path(f"{line.id}.png"), len(result.images))
-        parameters = output_parameters(result, paths, inputs) | {
+        paths: list[Path]
+        if is_edit_line(line):  # a line with a source photo: an edit (batch/edit_line.py)
+            if self._analysis is None:
+                self._analysis = ServiceAnalysis(PreprocessingService(self.studio))
+            result, files = run_edit_line(self.studio, self._analysis, line, self.manifest_dir)
+            paths = output_paths(Path(f"{line.id}.png"), len(result.images))
+            parameters = result.parameters | {"outputs": [path.name for path in paths], "inputs": files}
+        else:
+            inputs = line_inputs(line, self.manifest_dir)
+            request = load_request(inputs)  # validated once; Studio.generate trusts it
+            result = self.studio.generate(request)
+            paths = output_paths(Path(f"{line.id}.png"), len(result.images))
+            parameters = output_parameters(result, paths, inputs)
+        parameters = parameters | {
             "batch": {"id": line.id, "manifest": self.manifest, "line": line.number, "line_key": line.key}}
         try:
             for image, path in zip(result.images, paths):

@@ -1,6 +1,7 @@
 """Command line: `python -m parts2whole COMMAND ...`, one module per subcommand:
 
 - generate (cli/generate.py): `generate --face F.png --pose P.png --prompt "..." -o out.png`
+- edit (cli/edit.py): `edit PHOTO --change shoes --shoes new.jpg -o out.png`, change parts of a photo
 - pose (cli/pose.py): `pose PHOTO -o MAP.png`, a DensePose or OpenPose-style map made from a photo
 - examples (cli/examples.py): `examples fetch|list`, the app's photo examples
 - batch (cli/batch.py): `batch MANIFEST -o OUT_DIR`, many portraits from a manifest
@@ -18,7 +19,7 @@ import sys
 
 from ..core.errors import CheckpointError, Parts2WholeInputError
 from ..core.messages import one_line
-from . import batch, examples, generate, pose
+from . import batch, edit, examples, generate, pose
 from .common import (DEBUG_ENV, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 - re-exported
                      PROG, OneLineErrorParser)
 from .generate import DEFAULT_OUTPUT, OPTION_ALIASES, option_name  # noqa: F401 - re-exported
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Start with: {PROG} generate --help   (the web app: python app.py)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     generate.add_parser(commands)
+    edit.add_parser(commands)
     pose.add_parser(commands)
     examples.add_parser(commands)
     batch.add_parser(commands)

@@ -53,6 +53,9 @@ MASK_ASPECT_TOLERANCE = 0.02
 #: narrower still reads as a person of a slightly different build, while 9 % and more squashes or widens
 #: the whole body noticeably, which is worth a note.
 STRUCTURE_ASPECT_TOLERANCE = 0.05
+#: An edit's region may cover at most this fraction of the source: past it almost nothing is kept, and a
+#: new portrait (generate) is what was meant.
+EDIT_MAX_REGION_FRACTION = 0.95
 #: Classifier-free guidance above this only burns the image; both front doors share it.
 MAX_GUIDANCE = 50.0
 
@@ -85,5 +88,7 @@ def limits_table() -> list[Limit]:
         Limit("pose map aspect difference", STRUCTURE_ASPECT_TOLERANCE, STRUCTURE_ASPECT_TOLERANCE,
               "the map is always stretched to the output; above this the body visibly distorts: a note says so"),
         Limit("guidance", MAX_GUIDANCE, MAX_GUIDANCE, "above it guidance only burns the image"),
+        Limit("edit region fraction", EDIT_MAX_REGION_FRACTION, EDIT_MAX_REGION_FRACTION,
+              "an edit keeps the rest of the photo; above it, generate a new portrait"),
     ]
     return [STEPS, IMAGES, SEED, *shared]

@@ -56,6 +56,43 @@ class ReferenceEncoding:
     def nbytes(self) -> int:
         return self.features.nbytes + self.image_tokens.numel() * self.image_tokens.element_size()
 
+    def split(self) -> list["ReferenceEncoding"]:
+        """One encoding per reference, in order. Each reference's recorded features are independent of the
+        others' (the reference UNet sees each batch row alone), so they can be cached one by one; each
+        slice is copied, so an entry holds only its own bytes."""
+        return [ReferenceEncoding(
+            (label,), self.height, self.width, self.fusion_blocks,
+            ReferenceFeatures({block: value[index:index + 1].clone() for block, value in self.features.features.items()},
+                              {block: value[index:index + 1].clone() for block, value in self.features.token_weights.items()}),
+            self.image_tokens[index:index + 1].clone()) for index, label in enumerate(self.labels)]
+
+    @classmethod
+    def combine(cls, parts: list["ReferenceEncoding"]) -> "ReferenceEncoding":
+        """The encoding of several references from their single encodings (the inverse of `split`)."""
+        first = parts[0]
+        if any((part.height, part.width, part.fusion_blocks) != (first.height, first.width, first.fusion_blocks)
+               for part in parts):
+            raise ValueError("reference encodings of different sizes or fusion sets cannot be combined")
+        blocks = first.features.features
+        features = ReferenceFeatures(
+            {block: torch.cat([part.features.features[block] for part in parts]) for block in blocks},
+            {block: torch.cat([part.features.token_weights[block] for part in parts]) for block in blocks})
+        labels = tuple(label for part in parts for label in part.labels)
+        return cls(labels, first.height, first.width, first.fusion_blocks, features,
+                   torch.cat([part.image_tokens for part in parts]))
+
+
+@dataclass
+class DenoisingRun:
+    """What stays constant over the steps of one call (see `Parts2WholePipeline.prepare_denoising`)."""
+
+    scheduler: object
+    context: torch.Tensor
+    pose_features: torch.Tensor
+    shared: SharedAttention
+    guidance_scale: float | None  # None: no classifier-free guidance (one batch half)
+    step_kwargs: dict
+
 
 @dataclass
 class Parts2WholePipelineOutput(BaseOutput):
@@ -298,6 +335,17 @@ class Parts2WholePipeline(DiffusionPipeline):
         return getattr(diffusers, choice.class_name).from_config(dict(self.scheduler.config), **choice.overrides)
 
     def _generate(self, encoding, request: validation.CheckedRequest, latents, generator, callback, callback_inputs):
+        settings, height, width = request.settings, request.height, request.width
+        run = self.prepare_denoising(encoding, request, generator)
+        # Noise at the first timestep's level: 1 for DDIM and the DPM/UniPC solvers, sigma_max-scaled for Euler.
+        latents = self._initial_latents(latents, generator, settings.num_images_per_prompt, height, width) \
+            * run.scheduler.init_noise_sigma
+        latents = self.denoise(run, latents, run.scheduler.timesteps, callback, callback_inputs)
+        return Parts2WholePipelineOutput(images=self.decode_latents(latents, settings.output_type))
+
+    def prepare_denoising(self, encoding, request: validation.CheckedRequest, generator) -> "DenoisingRun":
+        """Everything constant over the steps of one call: text/image context, pose features, a fresh
+        scheduler with its timesteps set, the shared attention over the references."""
         settings, structure, height, width = request.settings, request.structure, request.height, request.width
         device, dtype = self._execution_device, self._compute_dtype
         guided = settings.guidance_scale > 1
@@ -310,24 +358,30 @@ class Parts2WholePipeline(DiffusionPipeline):
 
         scheduler = self._new_scheduler(request.scheduler)  # per call: no shared mutable state
         scheduler.set_timesteps(settings.num_inference_steps, device=device)
-        # Noise at the first timestep's level: 1 for DDIM and the DPM/UniPC solvers, sigma_max-scaled for Euler.
-        latents = self._initial_latents(latents, generator, num_images, height, width) * scheduler.init_noise_sigma
-        extra_step_kwargs = scheduler_table.step_kwargs(scheduler, generator, request.eta)
         shared = SharedAttention(encoding.features.to(device), reference_rows_start=num_images if guided else 0,
                                  pack_masked_tokens=self.pack_masked_tokens)
+        return DenoisingRun(scheduler, context, pose_features, shared, settings.guidance_scale if guided else None,
+                            scheduler_table.step_kwargs(scheduler, generator, request.eta))
 
-        with added_to_conv_in(self.unet, pose_features):
-            for step_index, timestep in enumerate(self.progress_bar(scheduler.timesteps)):
-                model_input = torch.cat([latents, latents]) if guided else latents
+    def denoise(self, run: "DenoisingRun", latents: torch.Tensor, timesteps, callback=None, callback_inputs=("latents",),
+                after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The denoising loop over `timesteps`; `after_step(step_index, latents)` may replace the latents after
+        each scheduler step (the edit pipeline blends the source back in there), before the callback."""
+        dtype, scheduler = self._compute_dtype, run.scheduler
+        with added_to_conv_in(self.unet, run.pose_features):
+            for step_index, timestep in enumerate(self.progress_bar(timesteps)):
+                model_input = torch.cat([latents, latents]) if run.guidance_scale is not None else latents
                 model_input = scheduler.scale_model_input(model_input, timestep)  # identity for DDIM
-                noise = self.unet(model_input.to(dtype), timestep, encoder_hidden_states=context,
-                                  cross_attention_kwargs={"reference_context": shared}).sample.float()
-                if guided:
+                noise = self.unet(model_input.to(dtype), timestep, encoder_hidden_states=run.context,
+                                  cross_attention_kwargs={"reference_context": run.shared}).sample.float()
+                if run.guidance_scale is not None:
                     noise_uncond, noise_cond = noise.chunk(2)
-                    noise = noise_uncond + settings.guidance_scale * (noise_cond - noise_uncond)
-                latents = scheduler.step(noise, timestep, latents, **extra_step_kwargs).prev_sample
+                    noise = noise_uncond + run.guidance_scale * (noise_cond - noise_uncond)
+                latents = scheduler.step(noise, timestep, latents, **run.step_kwargs).prev_sample
+                if after_step is not None:
+                    latents = after_step(step_index, latents)
                 if callback is not None:
                     available = {"latents": latents, "noise_pred": noise}
                     returned = callback(self, step_index, timestep, {name: available[name] for name in callback_inputs}) or {}
                     latents = returned.get("latents", latents)
-        return Parts2WholePipelineOutput(images=self.decode_latents(latents, settings.output_type))
+        return latents

@@ -4,8 +4,10 @@ Modules, one job each: `device` (where the model runs, ZeroGPU), `weights` (whic
 the tiny fallback), `masks` (default and fitted masks, previews, upright images), `request` (the request,
 validated once, then trusted), `progress` (stages and cancellation), `cache` (reference encodings by
 content), `memory` (out-of-memory handling), `outputs` (PNGs and parameters.json), `service` (the Studio),
-`preprocessing` (masks from clicks, pose maps from photos). Other packages import the names below from
-`parts2whole.studio` itself, never from a submodule (except `preprocessing` and `inputs`).
+`preprocessing` (masks from clicks, pose maps from photos), `edit_request` (an edit, validated once),
+`edit_sources` (what an edit takes from its source: kept parts, pose, region). Other packages import the
+names below from `parts2whole.studio` itself, never from a submodule (except `preprocessing`, `inputs` and
+`edit_sources`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .device import (DTYPE_ENV, DEVICE_ENV, ZERO_GPU_DURATION_S, DeviceChoice, c
                      gpu_task, on_zero_gpu)
 from .masks import (MASK_PREVIEW_BACKDROP, MASK_PREVIEW_FADE, default_mask, fit_mask, mask_coverage,  # noqa: F401
                     normalise_image, overlay_mask)
+from .edit_request import EditRequest, changed_labels  # noqa: F401
 from .memory import free_memory, is_out_of_memory, out_of_memory_message  # noqa: F401
 from .outputs import parameters_json, png_bytes  # noqa: F401
 from .progress import (STAGE_CACHED, STAGE_DECODING, STAGE_DENOISING, STAGE_DONE, STAGE_ENCODING,  # noqa: F401

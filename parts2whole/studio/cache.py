@@ -1,5 +1,13 @@
-"""The reference cache: encodings kept across generations, keyed by the content of what they encode,
-bounded by the bytes of their tensors."""
+"""The reference cache: encodings kept across generations, ONE ENTRY PER REFERENCE, keyed by the content
+of what it encodes (model, size, fusion set, label, image pixels, mask pixels), bounded by the bytes of
+their tensors.
+
+Each reference's recorded features are independent of the others' (the reference UNet sees each batch
+row alone, and its CLIP token is its own), so `encode_with_cache` encodes only the references missing
+from the cache, in one batched call, splits the result (`ReferenceEncoding.split`), caches each, and
+assembles the set in the request's order (`ReferenceEncoding.combine`). A generation or an edit that
+swaps one part encodes that part only.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image
+
+from ..model.validation import CheckedReferences
 
 #: Reference encodings kept across generations (bytes of tensors, all entries together).
 DEFAULT_CACHE_BYTES = 512 * 1024**2
@@ -97,13 +107,51 @@ def _image_digest(hasher, image: Image.Image | None) -> None:
     hasher.update(image.tobytes())
 
 
-def reference_key(model_identity: str, request) -> str:
-    """A content hash of what reference encoding depends on: model, parts, pixels, masks, size, fusion
-    (of a validated GenerationRequest)."""
+def part_key(model_identity: str, height: int, width: int, fusion_blocks: str, label: str, image: Image.Image,
+             mask: Image.Image | None) -> str:
+    """A content hash of what one reference's encoding depends on."""
     hasher = hashlib.sha256()
-    hasher.update(f"{model_identity}|{request.height}x{request.width}|{request.fusion_blocks}".encode())
-    for label, image in request.references.items():
-        hasher.update(f"|{label}|".encode())
-        _image_digest(hasher, image)
-        _image_digest(hasher, request.masks.get(label))
+    hasher.update(f"{model_identity}|{height}x{width}|{fusion_blocks}|{label}|".encode())
+    _image_digest(hasher, image)
+    _image_digest(hasher, mask)
     return hasher.hexdigest()
+
+
+def reference_key(model_identity: str, request) -> str:
+    """A content hash of a validated request's whole reference set (its parts' keys, in order)."""
+    return _set_key([part_key(model_identity, request.height, request.width, request.fusion_blocks, label, image,
+                              request.masks.get(label)) for label, image in request.references.items()])
+
+
+def _set_key(part_keys) -> str:
+    return hashlib.sha256("|".join(part_keys).encode()).hexdigest()
+
+
+def encode_with_cache(cache: ReferenceCache, model_identity: str, pipe, references: CheckedReferences, height: int,
+                      width: int, fusion_blocks: str) -> tuple[Any, tuple[str, ...]]:
+    """(the encoding of `references`, the labels encoded now): cached references are reused, the others are
+    encoded in one `pipe.encode_checked` call and cached one by one.
+
+    An encoding without `split` (a stand-in pipeline's) is cached whole, under the set's key."""
+    keys = {label: part_key(model_identity, height, width, fusion_blocks, label, image, references.masks.get(label))
+            for label, image in references.images.items()}
+    set_key = _set_key(keys.values())
+    whole = cache.get(set_key)
+    if whole is not None:
+        return whole, ()
+    found = {label: cache.get(key) for label, key in keys.items()}
+    missing = tuple(label for label, entry in found.items() if entry is None)
+    if missing:
+        subset = CheckedReferences({label: references.images[label] for label in missing},
+                                   {label: references.masks[label] for label in missing if label in references.masks})
+        encoded = pipe.encode_checked(subset, height, width, fusion_blocks)
+        if not hasattr(encoded, "split"):  # cannot be cut per reference: the whole set, under its key
+            if len(missing) < len(keys):
+                encoded, missing = pipe.encode_checked(references, height, width, fusion_blocks), tuple(keys)
+            cache.put(set_key, encoded)
+            return encoded, missing
+        for label, single in zip(missing, encoded.split()):
+            cache.put(keys[label], single)
+            found[label] = single
+    parts = [found[label] for label in keys]
+    return (parts[0] if len(parts) == 1 else type(parts[0]).combine(parts)), missing

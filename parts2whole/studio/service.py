@@ -7,6 +7,7 @@ memory into a message. Nothing here keeps per-user state: the cache is keyed by 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..model.edit_region import feathered_alpha
 from ..core.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
-from .cache import DEFAULT_CACHE_BYTES, ReferenceCache, reference_key
+from .cache import DEFAULT_CACHE_BYTES, ReferenceCache, encode_with_cache
+from .edit_request import EditRequest, working_size
 from .device import DeviceChoice, choose_device, gpu_task
 from .memory import free_memory, is_out_of_memory, out_of_memory_message
 from .progress import (STAGE_CACHED, STAGE_DECODING, STAGE_DENOISING, STAGE_DONE, STAGE_ENCODING, STAGE_LOADING,
@@ -69,6 +72,7 @@ class Studio:
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one generation at a time per pipeline: schedulers are stateful
         self.reference_cache = ReferenceCache(cache_bytes)
+        self._edit_pipe = None  # Parts2WholeEditPipeline.from_pipe(the pipeline), made on the first edit
         _STUDIOS[id(self)] = self
 
     # -- what is loaded
@@ -136,6 +140,41 @@ class Studio:
         with `GenerationCancelled` and the model is free for the next request. Running out of memory
         raises `GenerationOutOfMemory` (a `Parts2WholeInputError` whose message suggests a smaller size).
         """
+        return self._serve(request, progress, cancelled)
+
+    def edit(self, request: EditRequest, progress: ProgressCallback | None = None,
+             cancelled: Callable[[], bool] | None = None) -> GenerationResult:
+        """Change the request's parts inside its region of its source, like `generate` in every other way
+        (validated once, cached references, progress, cancellation, out of memory as a message). The images
+        have the source's size; outside the region and its feather band they are the source's pixels."""
+        return self._serve(request, progress, cancelled)
+
+    def _edit_on_device(self, pipe, request: EditRequest, progress: ProgressCallback | None,
+                        cancelled: Callable[[], bool] | None):
+        """The device part of an edit: the crop's working size, the per-reference encodings, the blended
+        denoising (`Parts2WholeEditPipeline.edit_checked`), the crop pasted back at the source's size."""
+        import torch  # heavy: importing the studio (and `--help`) stays light
+
+        from ..model.editing import Parts2WholeEditPipeline, crop_box  # torch/diffusers, as above
+
+        if self._edit_pipe is None or self._edit_pipe.unet is not pipe.unet:
+            self._edit_pipe = Parts2WholeEditPipeline.from_pipe(pipe)
+        edit = request.checked_edit
+        box = crop_box(feathered_alpha(edit.region, edit.feather), request.structure, request.width, request.height,
+                       edit.padding_mask_crop)
+        height, width = working_size(box, request.height, request.width)
+        checked = dataclasses.replace(request.model_request, height=height, width=width)
+        encoding, reused = self._encode(pipe, checked, progress)
+        report(progress, STAGE_DENOISING, 0, request.steps)
+        check_cancelled(cancelled)
+        output = self._edit_pipe.edit_checked(
+            dataclasses.replace(checked, settings=dataclasses.replace(checked.settings, output_type="pil")), edit,
+            reference_encoding=encoding, generator=torch.Generator(device="cpu").manual_seed(request.seed),
+            callback_on_step_end=self._step_reporter(request, progress, cancelled))
+        return list(output.images), reused
+
+    def _serve(self, request, progress: ProgressCallback | None, cancelled: Callable[[], bool] | None) -> GenerationResult:
+        """`generate` and `edit`: validate once, pick a seed, load, run on the device, record parameters."""
         started = time.perf_counter()
         report(progress, STAGE_PREPROCESSING)
         request = request.validated()  # returns a validated request as it is
@@ -171,7 +210,7 @@ class Studio:
                 check_cancelled(cancelled)
                 report(progress, STAGE_DENOISING, 0, request.steps)
                 return _run_on_zero_gpu(id(self), request)
-            return self._generate_on_device(request, progress, cancelled)
+            return self._on_device(request, progress, cancelled)
         except (GenerationCancelled, Parts2WholeInputError):
             raise
         except BaseException as error:
@@ -180,45 +219,52 @@ class Studio:
             free_memory()
             raise GenerationOutOfMemory(out_of_memory_message(request, self.device_choice.device)) from None
 
-    def _generate_on_device(self, request: GenerationRequest, progress: ProgressCallback | None,
+    def _on_device(self, request, progress: ProgressCallback | None, cancelled: Callable[[], bool] | None = None):
+        """A validated generation or edit, on the model's device, one at a time."""
+        pipe = self.pipeline()
+        with self._run_lock:
+            check_cancelled(cancelled)  # stopped while waiting for the model: do not start
+            if self.device_choice.zero_gpu:
+                pipe.to(self.device_choice.device)
+            if isinstance(request, EditRequest):
+                return self._edit_on_device(pipe, request, progress, cancelled)
+            return self._generate_on_device(pipe, request, progress, cancelled)
+
+    def _step_reporter(self, request, progress: ProgressCallback | None, cancelled: Callable[[], bool] | None):
+        def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
+            check_cancelled(cancelled)  # raising here leaves the denoising loop and frees the lock
+            report(progress, STAGE_DENOISING, step_index + 1, request.steps)
+            return callback_kwargs
+
+        return on_step_end
+
+    def _generate_on_device(self, pipe, request: GenerationRequest, progress: ProgressCallback | None,
                             cancelled: Callable[[], bool] | None = None):
         import torch  # heavy: importing the studio (and `--help`) stays light
 
-        pipe = self.pipeline()
-        choice = self.device_choice
         checked = request.model_request
-        with self._run_lock:
-            check_cancelled(cancelled)  # stopped while waiting for the model: do not start
-            if choice.zero_gpu:
-                pipe.to(choice.device)
-            encoding, reused = self._reference_encoding(pipe, request, progress)
-            report(progress, STAGE_DENOISING, 0, request.steps)
-
-            def on_step_end(_pipe, step_index, _timestep, callback_kwargs):
-                check_cancelled(cancelled)  # raising here leaves the denoising loop and frees the lock
-                report(progress, STAGE_DENOISING, step_index + 1, request.steps)
-                return callback_kwargs
-
-            check_cancelled(cancelled)
-            generator = torch.Generator(device="cpu").manual_seed(request.seed)
-            output = pipe.generate_checked(checked, reference_encoding=encoding, generator=generator,
-                                           callback_on_step_end=on_step_end)
-            report(progress, STAGE_DECODING)
-            images = pipe.decode_latents(output.images, output_type="pil")
+        encoding, reused = self._encode(pipe, checked, progress)
+        report(progress, STAGE_DENOISING, 0, request.steps)
+        check_cancelled(cancelled)
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        output = pipe.generate_checked(checked, reference_encoding=encoding, generator=generator,
+                                       callback_on_step_end=self._step_reporter(request, progress, cancelled))
+        report(progress, STAGE_DECODING)
+        images = pipe.decode_latents(output.images, output_type="pil")
         return list(images), reused
 
-    def _reference_encoding(self, pipe, request: GenerationRequest, progress: ProgressCallback | None):
-        """(encoding, reused): from the cache when the same parts were encoded before, else encoded now."""
-        key = reference_key(self._model_identity(), request)
-        encoding = self.reference_cache.get(key)
-        if encoding is not None:
-            report(progress, STAGE_CACHED)
-            return encoding, True
+    def _encode(self, pipe, checked, progress: ProgressCallback | None):
+        """(encoding, reused): each reference from the cache when it was encoded before (in any set), the
+        others encoded now in one call (`cache.encode_with_cache`); reused is True when nothing was encoded."""
+        labels = checked.references.labels
         report(progress, STAGE_ENCODING)
-        checked = request.model_request
-        encoding = pipe.encode_checked(checked.references, checked.height, checked.width, checked.fusion_blocks)
-        self.reference_cache.put(key, encoding)
-        return encoding, False
+        encoding, encoded = encode_with_cache(self.reference_cache, self._model_identity(), pipe, checked.references,
+                                              checked.height, checked.width, checked.fusion_blocks)
+        if not encoded:
+            report(progress, STAGE_CACHED)
+        elif len(encoded) < len(labels):
+            logger.info("References: %d of %d parts reused from the cache.", len(labels) - len(encoded), len(labels))
+        return encoding, not encoded
 
 
 #: Studios by id, so the ZeroGPU worker (a fork of this process) can find the one that called it.
@@ -226,9 +272,9 @@ _STUDIOS: weakref.WeakValueDictionary[int, Studio] = weakref.WeakValueDictionary
 
 
 @gpu_task()
-def _run_on_zero_gpu(studio_id: int, request: GenerationRequest):
+def _run_on_zero_gpu(studio_id: int, request):
     """The GPU part of a generation on ZeroGPU: `spaces.GPU` attaches a GPU for this call only."""
-    return _STUDIOS[studio_id]._generate_on_device(request, None)
+    return _STUDIOS[studio_id]._on_device(request, None)
 
 
 _DEFAULT_STUDIO: Studio | None = None

@@ -10,6 +10,7 @@ from parts2whole import examples as examples_module
 from parts2whole import studio as studio_module
 from parts2whole.studio.preprocessing import PreprocessingService
 
+from .edit import wire_edit
 from .feedback import friendly_errors
 from .galleries import wire_galleries
 from .generate import make_generate, make_used_inputs, reuse
@@ -28,6 +29,8 @@ def wire_events(demo: gr.Blocks, page: Page, studio: studio_module.Studio, servi
     wire_galleries(demo, page.galleries, library, [slot.image for slot in page.slots], page.pose.image,
                    page.settings.prompt)
     wire_generate(page, studio, service)
+    if page.edit is not None:
+        wire_edit(page, studio, service, generate_inputs(page)[0][:-3])  # without session, pose state, uploads
 
 
 def generate_inputs(page: Page) -> tuple[list, list]:

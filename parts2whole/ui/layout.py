@@ -1,5 +1,5 @@
 """Where everything sits on the page: the intro and banner, the examples, the six part slots, the Pose
-slot, the prompt and settings, Generate and the results. Components only: `events` wires them."""
+slot, the prompt and settings, Generate and the results, Edit a photo. Components only: `events` wires them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from parts2whole.core.labels import PART_LABELS
 from parts2whole.studio import DEFAULT_SCHEDULER, FAST_SCHEDULER, FAST_STEPS, SCHEDULERS
 from parts2whole.studio.preprocessing import PreprocessingService
 
+from .edit import EditPanel, build_edit_from_result_button, build_edit_panel
 from .galleries import Galleries, build_examples, build_pose_gallery
 from .generate import new_session
 from .pose import PoseSlot, build_pose_slot
@@ -66,6 +67,7 @@ class Page:
     pose: PoseSlot
     settings: Settings
     results: Results
+    edit: EditPanel | None = None
 
 
 def defaults(studio: studio_module.Studio) -> tuple[str, int]:
@@ -109,7 +111,9 @@ def build_page(studio: studio_module.Studio, service: PreprocessingService,
             build_pose_gallery(galleries)
             settings = build_settings(*defaults(studio))
             results = build_results()
-    return Page(session, uploads, galleries, slots, pose, settings, results)
+            from_result = build_edit_from_result_button()
+    edit = build_edit_panel(from_result)
+    return Page(session, uploads, galleries, slots, pose, settings, results, edit)
 
 
 def build_settings(default_size: str, default_steps: int) -> Settings:
