@@ -25,8 +25,9 @@ NO_TASK = 0
 class WorkerSettings:
     """What a worker needs to build its studio (plain data: it crosses into a spawned process)."""
 
-    device: str
-    weights: ResolvedWeights  # resolved once by the pool, so workers never ask the Hub again
+    device: str | None  # None: the best the process sees (a Ray replica sees its own GPU)
+    weights: ResolvedWeights | str  # resolved once by the pool (workers never ask the Hub again); a
+    # Ray replica on another machine gets the spec and resolves it there
     dtype: str | None = None
     cache_bytes: int | None = None
     torch_threads: int | None = None
@@ -39,6 +40,8 @@ def _resolved(weights: ResolvedWeights, _spec) -> ResolvedWeights:
 def build_studio(settings: WorkerSettings) -> Studio:
     """The worker's studio on its device, with the pool's resolved weights."""
     kwargs = {} if settings.cache_bytes is None else {"cache_bytes": settings.cache_bytes}
+    if isinstance(settings.weights, str) or settings.weights is None:
+        return Studio(settings.weights, device=settings.device, dtype=settings.dtype, **kwargs)
     return Studio(settings.weights.path, device=settings.device, dtype=settings.dtype,
                   resolver=functools.partial(_resolved, settings.weights), **kwargs)
 
