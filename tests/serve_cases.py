@@ -13,6 +13,8 @@ from parts2whole.studio import STAGE_DENOISING, GenerationRequest
 
 #: Steps of a generation that must still be running when something happens to it (overlap, Stop, a kill).
 LONG_STEPS = 40
+#: Steps of the generation a worker is killed in (at its first step): it is also run in-process to compare.
+KILL_STEPS = 12
 #: Steps of a generation whose output is compared.
 SHORT_STEPS = 3
 

@@ -13,7 +13,7 @@ import signal
 import pytest
 
 from app_fixtures import WEIGHTS_DIR
-from serve_cases import LONG_STEPS, Recorder, assert_overlapped, request, run_concurrently
+from serve_cases import KILL_STEPS, LONG_STEPS, Recorder, assert_overlapped, request, run_concurrently
 from tolerances import assert_same_pixels
 from parts2whole.core.errors import GenerationCancelled, Parts2WholeInputError
 from parts2whole.serve import RETRY_NOTE, DevicePool, ServiceUnavailable
@@ -80,13 +80,13 @@ def test_bad_input_is_refused_before_any_worker(pool):
 
 def test_a_worker_killed_mid_generation_still_delivers(pool, tiny_studio):
     """Last in the module: the killed worker restarts (loading a model) while the other serves."""
-    wanted = request("upper_body_clothes", "shoes", seed=5, steps=LONG_STEPS)
+    wanted = request("upper_body_clothes", "shoes", seed=5, steps=KILL_STEPS)
 
     def kill_the_busy_worker() -> None:
         busy = [row for row in pool.stats() if row["busy"] and row["alive"]]
         os.kill(busy[0]["pid"], signal.SIGKILL)
 
-    recorder = Recorder(at_step=2, action=kill_the_busy_worker)
+    recorder = Recorder(at_step=1, action=kill_the_busy_worker)
     result = pool.generate(wanted, progress=recorder)
     assert recorder.fired.is_set() and pool.restarts == 1
     assert RETRY_NOTE in result.notes
