@@ -44,14 +44,15 @@ def test_part_set_key_ignores_seed_and_prompt_but_not_parts_or_size():
     assert part_set_key(dataclasses.replace(resized, height=192, width=128).validated()) != base
 
 
-def test_router_prefers_the_warm_worker_unless_it_is_busy_while_another_is_idle():
+def test_router_prefers_the_warm_worker_up_to_one_request_behind():
     router = AffinityRouter(2)
     first = router.pick("a", [0, 1])
     router.done(first)
     assert router.pick("a", [0, 1]) == first  # warm and idle
-    other = router.pick("a", [0, 1])  # warm one busy, the other idle: do not wait a whole generation
+    assert router.pick("a", [0, 1]) == first  # warm, one request behind the idle one: still warm
+    other = router.pick("a", [0, 1])  # two behind: a popular part set spills to the other worker
     assert other != first
-    router.done(first), router.done(other)
+    router.done(first), router.done(first), router.done(other)
     assert router.pick("b", [1 - first]) == 1 - first  # only one usable
     assert router.pick("c", []) is None
 

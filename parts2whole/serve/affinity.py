@@ -38,9 +38,15 @@ def part_set_key(request) -> str:
     return reference_key(PART_SET_IDENTITY, request)
 
 
+#: How many more requests than the least busy worker a warm worker may have and still get its part set:
+#: one means a re-generation waits for at most about one generation rather than re-encoding elsewhere, so
+#: a busy server spends its devices on denoising, while one popular part set still spills to others.
+AFFINITY_BACKLOG = 1
+
+
 class AffinityRouter:
-    """Picks a worker index for a key: a warm worker unless it is busy while another is idle (a re-encode
-    costs about one denoising step, waiting costs a whole generation), else the least busy.
+    """Picks a worker index for a key: the least busy worker holding the key (unless it is more than
+    AFFINITY_BACKLOG requests behind the least busy worker), else the least busy, ties in turn.
 
     `affinity=False` ignores the keys (least busy, ties in turn): the baseline the bench compares with.
     Thread-safe; it only counts, it runs nothing.
@@ -61,8 +67,8 @@ class AffinityRouter:
                 return None
             least = min(self.busy[index] for index in usable)
             warm = [index for index in usable if key in self.keys[index]] if self.affinity else []
-            idle_elsewhere = least == 0
-            choice = next((index for index in warm if self.busy[index] == 0 or not idle_elsewhere), None)
+            warm = [index for index in warm if self.busy[index] <= least + AFFINITY_BACKLOG]
+            choice = min(warm, key=lambda index: self.busy[index]) if warm else None
             if choice is None:
                 candidates = [index for index in usable if self.busy[index] == least]
                 choice = candidates[self._turn % len(candidates)]

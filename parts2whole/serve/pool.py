@@ -124,12 +124,17 @@ class DevicePool(RemoteStudio):
     def _lost(self, worker: _Worker) -> None:
         """The worker's process died: fail its tasks (they are retried) and start it again."""
         with self._lock:
+            loaded = worker.ready.is_set()
             worker.alive = False
             worker.ready.set()
             for events in list(worker.tasks.values()):
                 events.put((DIED, None))
             self._router.forget(worker.index)
             if self._closed or self._workers[worker.index] is not worker:
+                return
+            if not loaded:  # it died while loading (out of memory, a broken driver): starting it again would loop
+                worker.failure = f"the worker on {worker.settings.device} died while loading (exit code " \
+                                 f"{worker.process.exitcode})"
                 return
             logger.warning("Worker %d (%s) died (exit code %s); starting it again.", worker.index,
                            worker.settings.device, worker.process.exitcode)

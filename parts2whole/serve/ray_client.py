@@ -75,8 +75,9 @@ class RayStudio(RemoteStudio):
 
     def __init__(self, weights: str | None = None, *, address: str | None = None, device: str | None = None,
                  dtype: str | None = None, min_replicas: int | None = None, max_replicas: int | None = None,
-                 local: Studio | None = None):
+                 local: Studio | None = None, cache_bytes: int | None = None, affinity: bool = True):
         super().__init__(local or Studio(weights, device="cpu", dtype=dtype))
+        self.affinity = affinity  # False: no multiplexed id, Serve routes by load only (the bench's baseline)
         ray, serve = import_ray_serve()
         from .ray_deployment import StudioDeployment  # imports ray.serve at its top: only with --engine ray
 
@@ -88,7 +89,7 @@ class RayStudio(RemoteStudio):
         self.replicas = options.get("num_replicas") or options["autoscaling_config"]["max_replicas"]
         actor = options["ray_actor_options"]
         spec = "tiny" if self.local.weights.is_tiny else self.local.weights_spec
-        settings = WorkerSettings(device=device, weights=spec, dtype=dtype,
+        settings = WorkerSettings(device=device, weights=spec, dtype=dtype, cache_bytes=cache_bytes,
                                   torch_threads=None if actor.get("num_gpus") else actor["num_cpus"])
         serve.start(proxy_location="Disabled")  # no HTTP ingress: the Gradio app is the only front door
         self.handle = serve.run(StudioDeployment.options(**options).bind(settings), name=APP_NAME,
@@ -125,7 +126,8 @@ class RayStudio(RemoteStudio):
         """One attempt: the stream's progress forwarded, Stop turned into a cancel, the answer returned."""
         from ray.serve.exceptions import BackPressureError  # Ray is imported already (the engine is Ray)
 
-        stream = self.handle.options(stream=True, multiplexed_model_id=key).call.remote(method, request)
+        routed = {"multiplexed_model_id": key} if self.affinity else {}
+        stream = self.handle.options(stream=True, **routed).call.remote(method, request)
         who = None
         try:
             for kind, payload in _cancellable(stream, cancelled):

@@ -22,12 +22,14 @@ import threading
 
 from ray import serve  # this module is the Ray Serve deployment: imported only with `--engine ray`
 
-from .affinity import MAX_PART_SETS_PER_WORKER
+from .affinity import AFFINITY_BACKLOG, MAX_PART_SETS_PER_WORKER
 from .worker import ERROR, PROGRESS, RESULT, WorkerSettings, build_studio, portable
 
-#: Generations one replica runs at once: one pipeline per device, and its schedulers are stateful. A
-#: request beyond it waits at the caller's router, which then picks whichever replica frees first.
-GENERATIONS_PER_REPLICA = 1
+#: Requests one replica takes at once: one generating (one pipeline per device; the studio runs one at a
+#: time) and AFFINITY_BACKLOG waiting, as the local pool's router allows. Serve's multiplexing tries the
+#: replicas holding an id once and goes elsewhere when they are full, so without a waiting place a
+#: re-generation would land on a cold replica whenever its warm one is busy.
+MAX_ONGOING_PER_REPLICA = 1 + AFFINITY_BACKLOG
 #: Requests waiting for a replica before new ones are refused with "busy" (the app's own queue is 32 long).
 MAX_QUEUED_REQUESTS = 32
 STARTED = "started"
@@ -40,7 +42,7 @@ class PartSet:
         self.key = key
 
 
-@serve.deployment(ray_actor_options={"num_gpus": 1}, max_ongoing_requests=GENERATIONS_PER_REPLICA,
+@serve.deployment(ray_actor_options={"num_gpus": 1}, max_ongoing_requests=MAX_ONGOING_PER_REPLICA,
                   max_queued_requests=MAX_QUEUED_REQUESTS)
 class StudioDeployment:
     """One replica: a studio on the replica's device, loaded before it takes requests."""
@@ -60,7 +62,9 @@ class StudioDeployment:
 
     async def call(self, method: str, request):
         """Run `Studio.<method>(request)`: yields (STARTED, who), (PROGRESS, update)..., then the answer."""
-        await self.part_set(serve.get_multiplexed_model_id())
+        key = serve.get_multiplexed_model_id()
+        if key:  # a caller routing by part set (every front end here does; the bench's baseline does not)
+            await self.part_set(key)
         loop, events, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
 
         def progress(update) -> None:
