@@ -132,7 +132,8 @@ class RayStudio(RemoteStudio):
         try:
             for kind, payload in _cancellable(stream, cancelled):
                 if kind == PROGRESS:
-                    progress is not None and progress(payload)
+                    if progress is not None:
+                        progress(payload)
                 elif kind == RESULT:
                     self._count(who, payload)
                     return payload
