@@ -8,7 +8,8 @@ One run prints both tables, on the tiny model (`--weights tiny`, built offline),
   handle (two CPU replicas); the median of `--repeats` calls each, every side on one torch thread, so the
   difference is what routing, pickling and the stream cost.
 - Hit rate: bench/serve_trace.json (a scripted session: people re-generating with new seeds and switching
-  outfits) replayed two requests at a time; a hit is a generation whose studio reused the encoding
+  outfits) replayed on two lanes at `--speed` times its pace, each person waiting for their last result;
+  a hit is a generation whose studio reused the encoding
   (counted by the workers themselves). Each worker's reference cache holds MAX_PART_SETS_PER_WORKER
   three-part sets, as the real cache's bytes would at 768x512 (see serve/affinity.py).
 
@@ -66,14 +67,17 @@ def overheads(studios: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def replay(studio, events: list[dict], steps: int) -> tuple[int, int, float]:
-    """(hits, generations, seconds) of the trace on two lanes; a person's next request waits for their last."""
+def replay(studio, events: list[dict], steps: int, speed: float) -> tuple[int, int, float]:
+    """(hits, generations, seconds) of the trace on two lanes (the app's queue with two workers): an event
+    starts once its time (`t` / speed) has come and its person's previous request has finished."""
     pending, busy_users, lock, results = list(events), set(), threading.Lock(), []
+    started = time.perf_counter()
 
     def lane() -> None:
         while True:
+            now = (time.perf_counter() - started) * speed
             with lock:
-                event = next((e for e in pending if e["user"] not in busy_users), None)
+                event = next((e for e in pending if e["user"] not in busy_users and e["t"] <= now), None)
                 if event is None and not pending:
                     return
                 if event is not None:
@@ -87,7 +91,6 @@ def replay(studio, events: list[dict], steps: int) -> tuple[int, int, float]:
                 results.append(result.reused_references)
                 busy_users.discard(event["user"])
 
-    started = time.perf_counter()
     lanes = [threading.Thread(target=lane) for _ in range(2)]
     for thread in lanes:
         thread.start()
@@ -105,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=2, help="steps per generation of the trace")
+    parser.add_argument("--speed", type=float, default=3.0, help="replay the trace this many times faster than recorded")
     parser.add_argument("--no-ray", action="store_true", help="the pool only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -128,7 +132,7 @@ def main() -> None:
         for name, studio in studios.items():  # the trace first, on cold caches
             how = ("affinity" if affinity else "least busy only") if name.startswith("pool") else \
                 ("multiplexed by part set" if affinity else "no multiplexed id")
-            hits.append((f"{name.split(' (')[0]}, {how}", *replay(studio, events, args.steps)))
+            hits.append((f"{name.split(' (')[0]}, {how}", *replay(studio, events, args.steps, args.speed)))
         if affinity:
             timings = overheads({"direct (in-process Studio)": direct, **studios}, args.repeats)
         for studio in studios.values():
@@ -153,7 +157,8 @@ def print_tables(timings: dict[str, float], hits, count: int, distinct: int) -> 
     print(f"\nRouting overhead per request (median, warm part set, 1 step):\n{'path':<36}{'ms':>9}{'overhead ms':>13}")
     for name, ms in timings.items():
         print(f"{name:<36}{ms:>9.1f}{ms - direct:>13.1f}")
-    print(f"\nCache hit rate on bench/serve_trace.json ({count} generations, {distinct} part sets, 2 workers, "
+    print(f"\nCache hit rate on bench/serve_trace.json ({count} generations, {distinct} part sets: at most "
+          f"{count - distinct} hits; 2 workers, "
           f"{MAX_PART_SETS_PER_WORKER} sets per worker):\n{'routing':<44}{'hits':>6}{'rate':>8}{'wall s':>9}")
     for name, hit, total, seconds in hits:
         print(f"{name:<44}{hit:>6}{hit / total:>8.0%}{seconds:>9.1f}")

@@ -22,14 +22,15 @@ import threading
 
 from ray import serve  # this module is the Ray Serve deployment: imported only with `--engine ray`
 
-from .affinity import AFFINITY_BACKLOG, MAX_PART_SETS_PER_WORKER
+from .affinity import MAX_PART_SETS_PER_WORKER
 from .worker import ERROR, PROGRESS, RESULT, WorkerSettings, build_studio, portable
 
-#: Requests one replica takes at once: one generating (one pipeline per device; the studio runs one at a
-#: time) and AFFINITY_BACKLOG waiting, as the local pool's router allows. Serve's multiplexing tries the
-#: replicas holding an id once and goes elsewhere when they are full, so without a waiting place a
-#: re-generation would land on a cold replica whenever its warm one is busy.
-MAX_ONGOING_PER_REPLICA = 1 + AFFINITY_BACKLOG
+#: Requests one replica takes at once: one (one pipeline per device; the studio runs one at a time).
+#: Serve's multiplexing tries the replicas holding an id first and goes to another when they are full, so
+#: a re-generation lands on its warm replica when that one is free. (Letting a replica take a second,
+#: waiting request raised the trace's hit rate, but two simultaneous requests then sometimes queued on one
+#: replica while the other sat idle: Serve's router had not yet seen the first one's load.)
+MAX_ONGOING_PER_REPLICA = 1
 #: Requests waiting for a replica before new ones are refused with "busy" (the app's own queue is 32 long).
 MAX_QUEUED_REQUESTS = 32
 STARTED = "started"
