@@ -109,13 +109,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=2, help="steps per generation of the trace")
     parser.add_argument("--speed", type=float, default=3.0, help="replay the trace this many times faster than recorded")
+    parser.add_argument("--trace", type=Path, default=TRACE, help="a session trace of the same shape as serve_trace.json")
     parser.add_argument("--no-ray", action="store_true", help="the pool only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch  # the bench measures torch work; one thread each side, as the workers run
 
     torch.set_num_threads(1)
-    events = json.loads(TRACE.read_text())["events"]
+    events = json.loads(args.trace.read_text())["events"]
     direct = Studio("tiny", device="cpu")
     cache_bytes = MAX_PART_SETS_PER_WORKER * three_part_set_bytes(direct)
     ray = None if args.no_ray else start_ray()
@@ -140,7 +141,7 @@ def main() -> None:
     if ray is not None:
         ray.serve.shutdown()
         ray.shutdown()
-    print_tables(timings, hits, len(events), len({(tuple(e["parts"]), e["variant"]) for e in events}))
+    print_tables(timings, hits, args.trace.name, len(events), len({(tuple(e["parts"]), e["variant"]) for e in events}))
 
 
 def start_ray():
@@ -151,13 +152,13 @@ def start_ray():
     return ray
 
 
-def print_tables(timings: dict[str, float], hits, count: int, distinct: int) -> None:
+def print_tables(timings: dict[str, float], hits, trace: str, count: int, distinct: int) -> None:
     direct = timings["direct (in-process Studio)"]
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; tiny model, 96x64, CPU")
     print(f"\nRouting overhead per request (median, warm part set, 1 step):\n{'path':<36}{'ms':>9}{'overhead ms':>13}")
     for name, ms in timings.items():
         print(f"{name:<36}{ms:>9.1f}{ms - direct:>13.1f}")
-    print(f"\nCache hit rate on bench/serve_trace.json ({count} generations, {distinct} part sets: at most "
+    print(f"\nCache hit rate on {trace} ({count} generations, {distinct} part sets: at most "
           f"{count - distinct} hits; 2 workers, "
           f"{MAX_PART_SETS_PER_WORKER} sets per worker):\n{'routing':<44}{'hits':>6}{'rate':>8}{'wall s':>9}")
     for name, hit, total, seconds in hits:
