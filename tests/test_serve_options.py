@@ -115,6 +115,8 @@ def test_app_refuses_a_malformed_login_and_ray_options_without_ray(capsys):
 
     with pytest.raises(Parts2WholeInputError, match="--engine ray"):
         options.build_studio(app.parse_args(["--ray-address", "auto"]))
+    with pytest.raises(Parts2WholeInputError, match="one replica per GPU"):
+        options.build_studio(app.parse_args(["--engine", "ray", "--devices", "all"]))
 
 
 def test_the_gpu_queue_runs_one_generation_per_device():

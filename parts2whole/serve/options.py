@@ -39,6 +39,9 @@ def build_studio(args: argparse.Namespace) -> Studio | RemoteStudio:
     if args.engine == "ray":
         if on_zero_gpu():
             raise Parts2WholeInputError("--engine ray cannot run on ZeroGPU Spaces (a GPU is attached per call).")
+        if args.devices:
+            raise Parts2WholeInputError("--devices is for one machine; with --engine ray, Ray Serve runs one replica "
+                                        "per GPU (set --min-replicas/--max-replicas instead).")
         for name in ("min_replicas", "max_replicas"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise Parts2WholeInputError(f"--{name.replace('_', '-')} must be at least 1.")
