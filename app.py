@@ -6,6 +6,7 @@ Every event people may script has an `api_name`, so `gradio_client` can call `/g
 preprocessing tools: `/<part>_auto_mask`, `/<part>_click`, `/<part>_undo_click`, `/<part>_remove_background`
 (part = face, hair_or_headwear, upper_body_clothes, ...), `/pose_from_photo` (the kind of map the model reads),
 `/pose_densepose_from_photo`, `/pose_openpose_from_photo`, `/pose_upload`, `/pose_kind`.
+Serving on several GPUs (`--devices all`) or machines (`--engine ray`), and `--auth`: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ if os.environ.get("SPACES_ZERO_GPU"):  # Hugging Face ZeroGPU: `spaces` must be 
 
 from PIL import Image  # noqa: E402 - after the environment above
 
-from parts2whole import studio as studio_module  # noqa: E402
-from parts2whole import ui  # noqa: E402
+from parts2whole import serve, ui  # noqa: E402
+from parts2whole.core.errors import Parts2WholeInputError  # noqa: E402
 from parts2whole.core.limits import MAX_IMAGE_PIXELS  # noqa: E402
+from parts2whole.serve import options as serve_options  # noqa: E402
+from parts2whole.ui.launch import AUTH_ENV, parse_auth  # noqa: E402
 from parts2whole.ui.theme import APP_TITLE  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,7 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", default=None, help="fp16, bf16 or fp32 (default: fp16 on GPU, fp32 on CPU)")
-    return parser.parse_args(argv)
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help=f"require this login for the page and the API (default: {AUTH_ENV}; none)")
+    serve_options.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        args.auth = parse_auth(args.auth)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,12 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     # This process serves people: PIL refuses to open anything above twice this (Gradio's own image handling
     # included); our loaders refuse above the limit itself, from the header.
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    studio = studio_module.get_studio(args.weights, device=args.device, dtype=args.dtype)
+    try:
+        studio = serve_options.build_studio(args)  # one studio here, a pool of device workers, or Ray Serve
+    except Parts2WholeInputError as error:
+        raise SystemExit(f"error: {error}") from None
     weights = studio.weights  # resolve now: downloads, or one line saying why the tiny model is used
     print(f"Weights: {weights.name}" + (" - outputs are noise, not portraits" if weights.is_tiny else ""), flush=True)
     if studio.device_choice.zero_gpu:
         studio.pipeline()  # ZeroGPU: load on CPU at start; each generation moves it to the GPU
-    ui.launch(studio, host=args.host, port=args.port, share=args.share)
+    try:
+        ui.launch(studio, host=args.host, port=args.port, share=args.share, auth=args.auth)
+    finally:
+        if isinstance(studio, serve.RemoteStudio):
+            studio.close()
 
 
 if __name__ == "__main__":

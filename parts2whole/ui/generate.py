@@ -15,6 +15,7 @@ from PIL import Image
 from parts2whole import studio as studio_module
 from parts2whole.core.errors import CheckpointError, GenerationCancelled, Parts2WholeInputError
 from parts2whole.core.labels import PART_LABELS, UI_SLOT_NAMES
+from parts2whole.serve import ServiceUnavailable
 from parts2whole.studio import DEFAULT_SCHEDULER, SCHEDULERS
 from parts2whole.studio.preprocessing import PreprocessingService
 
@@ -106,6 +107,8 @@ def generation_errors():
         yield
     except (Parts2WholeInputError, CheckpointError) as error:  # also out of memory: "try a smaller size"
         raise user_error(error) from None
+    except ServiceUnavailable as error:  # every device worker down, or the queue full: say so, nothing is lost
+        raise gr.Error(str(error), title="Busy", print_exception=False) from None
     except GenerationCancelled:
         logger.info("generation stopped")
         raise gr.Error("Stopped. Press Generate to start again.", title="Stopped", print_exception=False) from None
