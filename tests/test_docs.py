@@ -23,9 +23,6 @@ import pytest
 from app_fixtures import REPO_ROOT, app_env
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-#: Pages that other open issues write (edit mode, serving) and the README already links to. The lead deletes
-#: this allow-list when those pages are merged; until then a link to them may point at nothing.
-NOT_MERGED_YET = {REPO_ROOT / "docs" / "serving.md"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"```.*?```", re.S)
 #: A command of this project as the pages write it: `[.venv/bin/]python -m parts2whole...`, `python app.py`,
@@ -62,8 +59,6 @@ def test_every_relative_link_points_at_a_file_and_heading_that_exist():
                 continue
             path_part, _, anchor = target.partition("#")
             path = (page.parent / path_part).resolve() if path_part else page
-            if path in NOT_MERGED_YET:
-                continue
             if not path.exists():
                 broken.append(f"{page.name}: {target} (no such file)")
             elif anchor and path.suffix == ".md" and anchor not in _anchors(path):

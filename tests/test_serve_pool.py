@@ -101,3 +101,15 @@ def test_no_worker_is_one_clear_message(monkeypatch):
         assert broken.wait_ready() == 0
         with pytest.raises(ServiceUnavailable, match="No device worker is running"):
             broken.generate(request("face"))
+
+
+def test_an_edit_runs_on_a_worker_like_in_process(pool, tiny_studio):
+    """`Studio.edit` is forwarded like `generate`: same pixels as the in-process studio, at the source's size."""
+    from test_edit_studio import SETTINGS, SIZE, StubAnalysis, _noise  # the edit tests' stub parser and photo
+    from parts2whole.studio.edit_sources import prepare_edit
+
+    wanted = prepare_edit(StubAnalysis(), _noise(SIZE[1], SIZE[0], 0), new_parts={"shoes": _noise(40, 56, 1)},
+                          **SETTINGS)
+    pooled = pool.edit(wanted)
+    assert pooled.images[0].size == SIZE and pooled.parameters["mode"] == "edit"
+    assert_same_pixels(pooled.images[0], tiny_studio.edit(wanted).images[0])

@@ -1,9 +1,8 @@
 """The calling surface a pool or a Ray Serve handle shares with `Studio`, so the UI needs no other code.
 
 What describes the model (weights, banner, the tiny flag, the pose map kind) comes from a local studio
-that never loads a pipeline here; the request methods named in FORWARDED_METHODS (`generate`, and at
-merge any other `Studio.<name>(request, progress=..., cancelled=...)` such as `edit`) run remotely: the
-request is validated once here, so bad input fails fast with its message, and then trusted there.
+that never loads a pipeline here; the request methods named in FORWARDED_METHODS (`generate` and `edit`,
+each `Studio.<name>(request, progress=..., cancelled=...)`) run remotely: the request is validated once here, so bad input fails fast with its message, and then trusted there.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from ..studio import GenerationRequest, ProgressCallback, Studio
 
 #: Studio methods that take (request, progress, cancelled) and run on a worker. Add a name to forward one.
-FORWARDED_METHODS = ("generate",)
+FORWARDED_METHODS = ("generate", "edit")
 #: What the person reads (in the status line) when their generation was run again elsewhere.
 RETRY_NOTE = "A worker stopped during this generation, so it was run again on another one (hence the wait)."
 #: Attempts per request: the first, and one retry on another worker when the first one dies.
