@@ -104,3 +104,12 @@ def test_per_reference_encodings_combine_to_the_batched_encoding(tiny_pipe):
     resplit = batched.split()
     assert [part.labels for part in resplit] == [(label,) for label in references]
     assert sum(part.nbytes for part in resplit) == batched.nbytes
+
+
+def test_making_the_edit_pipeline_keeps_the_shared_modules_dtype(tiny_checkpoint):
+    """diffusers' `from_pipe` casts to float32 unless told the dtype: a float16 app's model must stay float16."""
+    from parts2whole import Parts2WholePipeline
+
+    half = Parts2WholePipeline.from_pretrained(tiny_checkpoint, torch_dtype=torch.bfloat16)
+    Parts2WholeEditPipeline.from_pipe(half)
+    assert {module.dtype for module in (half.unet, half.reference_unet, half.vae, half.image_encoder)} == {torch.bfloat16}

@@ -74,8 +74,11 @@ class Parts2WholeEditPipeline(Parts2WholePipeline):
     def from_pipe(cls, pipeline: Parts2WholePipeline, **kwargs) -> "Parts2WholeEditPipeline":
         """diffusers' `from_pipe`, sharing every loaded module of `pipeline` and its call lock (both run
         the same UNet, whose `conv_in` carries a call's pose features). The modules are passed by name:
-        diffusers matches them by `__init__` annotations, which this pipeline's checkpoint-typed ones lack."""
-        kwargs = {**pipeline.components, "structure_kind": pipeline.structure_kind, **kwargs}
+        diffusers matches them by `__init__` annotations, which this pipeline's checkpoint-typed ones lack.
+        The dtype is the pipeline's own: without one, diffusers' `from_pipe` casts the new pipeline, and so
+        the shared modules of a float16 pipeline, to float32."""
+        kwargs = {**pipeline.components, "structure_kind": pipeline.structure_kind, "dtype": pipeline.dtype,
+                  **kwargs}
         edit = super().from_pipe(pipeline, **kwargs)
         edit._call_lock = pipeline._call_lock
         if hasattr(pipeline, "_progress_bar_config"):
