@@ -33,7 +33,8 @@ def handlers(tiny_studio):
 def files(tmp_path_factory):
     """The photo (WebP under a .jpg name) and the uploaded region (a 3-channel mask)."""
     folder = tmp_path_factory.mktemp("edit-region")
-    photo = Image.fromarray(np.random.default_rng(7).integers(0, 256, (PHOTO_SIZE[1], PHOTO_SIZE[0], 3), dtype=np.uint8))
+    pixels = np.random.default_rng(7).integers(0, 256, (PHOTO_SIZE[1], PHOTO_SIZE[0], 3), dtype=np.uint8)
+    photo = Image.fromarray(pixels)
     photo.save(folder / "photo.jpg", format="WEBP", lossless=True)
     region = Image.new("RGB", PHOTO_SIZE)
     ImageDraw.Draw(region).rectangle(BOX, fill=(255, 255, 255))
@@ -121,6 +122,13 @@ def test_remove_clicks_boxes_and_a_new_photo(handlers, files, tmp_path):
     folder, photo, uploaded = files
     uploads, change = Uploads(), ["shoes"]
     image = uploads.image("edit source", str(photo), what="photo")
+    # From the automatic region (nothing uploaded): Undo goes back to it, the region input cleared.
+    clicked, *_, message, tools = handlers.click(image, change, None, "add", None, *CLICK, uploads)
+    assert isinstance(clicked, Image.Image) and tools["history"] == [None]
+    value, _preview, _editor, message, tools = handlers.on_undo(str(photo), change, _saved(clicked, tmp_path / "c.png"),
+                                                                tools, uploads)
+    assert value is None and "found on the photo" in message["value"] and not tools["made"]
+
     full = Image.new("L", PHOTO_SIZE, 255)
     full_path = _saved(full, tmp_path / "full.png")
     removed, _preview, _editor, message, tools = handlers.click(image, change, full_path, "remove", None, *CLICK,

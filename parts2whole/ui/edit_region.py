@@ -34,7 +34,10 @@ from .uploads import Uploads
 SOURCE, REGION = "edit source", "edit region"
 #: The region is shown over the photo in this colour, at this opacity.
 REGION_COLOUR, REGION_OPACITY = (236, 72, 153), 0.5
-CLICK_HINT = "Click the photo to refine the region: + adds the part under the click, − removes it, ▭ box: two corners."
+#: `show`'s default: leave the region input as it is (gr.skip()).
+KEEP = object()
+CLICK_HINT = ("Click the photo to refine the region: + adds the part under the click, − removes it, "
+              "▭ box: two corners.")
 
 
 @dataclasses.dataclass
@@ -101,10 +104,19 @@ class RegionHandlers:
     # ------------------------------------------------------------------------------- reading
 
     def photo(self, source: str | None, uploads: Uploads) -> Image.Image | None:
-        return uploads.image(SOURCE, source, what="photo to edit").convert("RGB") if source else None
+        if not source:
+            return None
+        photo = uploads.image(SOURCE, source, what="photo to edit")
+        return photo if photo.mode == "RGB" else photo.convert("RGB")
 
     def key(self, photo: Image.Image) -> str:
         return self.service.start_state(photo).image_key
+
+    def for_photo(self, tools: dict | None, photo: Image.Image) -> dict:
+        """A copy of the state for `photo`; the state of another photo starts again."""
+        key = self.key(photo)
+        tools = dict(tools or new_region_state())
+        return tools if tools.get("key") == key else new_region_state(key)
 
     def current(self, photo: Image.Image, change, region: str | None, uploads: Uploads) -> tuple[Image.Image, str]:
         """The region in use (binary L at the photo's size) and a line saying where it comes from."""
@@ -122,13 +134,15 @@ class RegionHandlers:
     # ------------------------------------------------------------------------------- answers
 
     def show(self, photo: Image.Image | None, region: Image.Image | None, source: str, tools: dict,
-             value=gr.skip(), note: str | None = None) -> tuple:
+             value=KEEP, note: str | None = None) -> tuple:
+        value = gr.skip() if value is KEEP else value
         if photo is None:
             return value, None, None, gr.update(value=""), tools
         tinted = region_preview(photo, region)
         shown = tinted
         if tools.get("shown") is not None or tools.get("corner") is not None:
-            shown = self.service.draw_prompts(tinted, tools.get("shown"), tinted.width / photo.width, tools.get("corner"))
+            shown = self.service.draw_prompts(tinted, tools.get("shown"), tinted.width / photo.width,
+                                              tools.get("corner"))
         line = f"Region {studio_module.mask_coverage(region):.0%} of the photo · {source}"
         if note:
             line += f"  \n{note}"
@@ -139,14 +153,13 @@ class RegionHandlers:
         (it does not fit this one); an uploaded region stays."""
         uploads = Uploads.of(uploads)
         photo = self.photo(source, uploads)
-        tools = dict(tools or new_region_state())
-        value = gr.skip()
-        if photo is not None and tools.get("key") != self.key(photo):
+        if photo is None:
+            return gr.skip(), None, None, gr.update(value=""), new_region_state()
+        tools, value, key = dict(tools or new_region_state()), KEEP, self.key(photo)
+        if tools.get("key") != key:
             if tools.get("made") and region:
                 value, region = None, None
-            tools = new_region_state(self.key(photo))
-        if photo is None:
-            return value, None, None, gr.update(value=""), new_region_state()
+            tools = new_region_state(key)
         mask, source_line = self.current(photo, change, region, uploads)
         return self.show(photo, mask, source_line, tools, value)
 
@@ -174,9 +187,7 @@ class RegionHandlers:
         kind = CLICK_MODE_VALUES.get(mode or "add")
         if kind is None:
             raise gr.Error(f"Unknown click mode {mode!r}: use add, remove or box.", print_exception=False)
-        tools = dict(tools or new_region_state())
-        if tools.get("key") != self.key(photo):
-            tools = new_region_state(self.key(photo))
+        tools = self.for_photo(tools, photo)
         current, source = self.current(photo, change, region, uploads)
         if kind == BOX and tools.get("corner") is None:
             tools.update(corner=(float(x), float(y)), shown=None)
@@ -209,9 +220,7 @@ class RegionHandlers:
         painted = strokes(value, photo.size) if photo is not None else None
         if painted is None:
             return (gr.skip(),) * 5
-        tools = dict(tools or new_region_state())
-        if tools.get("key") != self.key(photo):
-            tools = new_region_state(self.key(photo))
+        tools = self.for_photo(tools, photo)
         current, _source = self.current(photo, change, region, uploads)
         after = painted_mask(current, painted, mode or BRUSH_ADDS)
         tools.update(corner=None, shown=None)
@@ -222,9 +231,9 @@ class RegionHandlers:
         """Back to the region before the last click or stroke (or forget a box's first corner)."""
         uploads = Uploads.of(uploads)
         photo = self.photo(source, uploads)
-        tools = dict(tools or new_region_state())
         if photo is None:
             return (gr.skip(),) * 5
+        tools = self.for_photo(tools, photo)
         history = list(tools.get("history") or [])
         if tools.get("corner") is None and not history:
             return (gr.skip(),) * 3 + (gr.update(value="Nothing to undo."), tools)
@@ -252,7 +261,8 @@ def wire_region(panel, uploads: gr.State, service: PreprocessingService) -> None
     cleared by hand (`upload`/`clear`, not `change`: the tools' own updates of the region answer themselves)."""
     handlers, tools = RegionHandlers(service), panel.region_tools
     outputs = [panel.region, panel.preview, tools.editor, tools.message, tools.tools]
-    light = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    light = dict(api_visibility="private", concurrency_limit=None, show_progress="minimal",
+                 show_progress_on=[panel.preview])
     shown = [panel.source, panel.change, panel.region, tools.tools, uploads]
     refresh = friendly_errors(handlers.refresh)
     panel.source.change(refresh, shown, outputs, **light)
