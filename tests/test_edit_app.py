@@ -1,6 +1,6 @@
 """The app's edit mode on the tiny model: the `/edit` API endpoint keeps the photo outside the region at
-the photo's size and its bundle replays the edit; in Chromium a person uploads a photo, changes one part
-and sees the edited photo."""
+the photo's size and its bundle replays the edit; in Chromium a person uploads a photo and a region,
+refines the region with one click, changes one part and sees the edited photo."""
 
 from __future__ import annotations
 
@@ -72,6 +72,17 @@ def test_upload_a_photo_change_one_part_and_see_it_edited(browser, photo):  # no
     page.get_by_text("Region and strength").click()
     page.locator("#edit-region input[type='file']").set_input_files(str(photo[1]))
     page.locator("#edit-preview img").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)  # the region over the photo
+    message = page.locator("#edit-region-message")
+    message.get_by_text("your region").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    uploaded_region = page.locator("#edit-region img").get_attribute("src")
+    shown = page.locator("#edit-preview img")  # drawn centred, scaled down only when it does not fit
+    box, natural = shown.bounding_box(), shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    drawn = min(1.0, box["width"] / natural[0], box["height"] / natural[1])
+    # One click ("+ add") at (42, 35) in the photo, away from the uploaded region, refines the region.
+    shown.click(position={"x": box["width"] / 2 - natural[0] * drawn * 0.3,
+                          "y": box["height"] / 2 - natural[1] * drawn * 0.25})
+    message.get_by_text("added by a click").wait_for(timeout=PAGE_LOAD_TIMEOUT_MS)
+    assert page.locator("#edit-region img").get_attribute("src") != uploaded_region  # what Edit will get
     page.locator("#edit-button").click()
     page.locator("#edit-status").get_by_text("Edited").wait_for(timeout=EDIT_TIMEOUT_MS)
     image = page.locator("#edit-gallery img").first

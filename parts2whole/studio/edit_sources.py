@@ -200,6 +200,17 @@ def _automatic_region(source_masks, pose: Image.Image, changed: tuple[str, ...],
         return body, "the changed parts' body areas on the DensePose map (the parser found none), grown"
 
 
+def automatic_region(analysis: SourceAnalysis, source: Image.Image, changed: tuple[str, ...]) -> tuple[Image.Image, str]:
+    """The region an edit of `source` gets when none is given, and where it came from: what the app shows
+    over the photo and what its click and brush tools start from. The pose map is only made when the
+    parser finds none of the changed parts (raises Parts2WholeInputError when neither finds them)."""
+    masks = analysis.part_masks(source)
+    try:
+        return _automatic_region(masks, None, changed, source.size)
+    except Parts2WholeInputError:
+        return _automatic_region(masks, analysis.pose_map(source), changed, source.size)
+
+
 def result_inputs(photo: str | Path) -> ResultInputs | None:
     """What a result of ours was made from, when it carries it: the JSON `generate` writes next to it
     (OUT.json beside OUT.png or OUT_0.png, its "outputs" naming this file), or, for results/result_N.png

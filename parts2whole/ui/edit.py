@@ -2,7 +2,8 @@
 into its part slot above, see the region over the photo, press Edit. The studio keeps every pixel outside
 the region; the result comes with a bundle whose README command redoes the edit.
 
-The new parts, their masks, the optional pose map and the settings are the page's own (the same slots
+The region over the photo and its refinement (clicks, brush, Undo, Reset) are `edit_region`'s. The new
+parts, their masks, the optional pose map and the settings are the page's own (the same slots
 and form as Generate), so the `/edit` endpoint takes `/generate`'s keywords plus `source`, `change`,
 `region` and `strength`.
 """
@@ -23,19 +24,17 @@ from parts2whole import studio as studio_module
 from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.core.labels import PART_LABELS, UI_SLOT_NAMES
 from parts2whole.studio import DEFAULT_SCHEDULER
-from parts2whole.studio.edit_sources import ServiceAnalysis, prepare_edit, region_from_parts, result_inputs
+from parts2whole.studio.edit_sources import ServiceAnalysis, prepare_edit, result_inputs
 from parts2whole.studio.preprocessing import PreprocessingService
 
 from .bundle import BUNDLE_ROOT, remove_old_bundles
 from .feedback import friendly_errors
+from .edit_region import (CLICK_HINT, REGION, SOURCE, RegionTools, build_region_brush, build_region_clicks,
+                          new_region_state, wire_region)
 from .generate import cancel_check, generation_errors, output_size, read_inputs
-from .masks import display_size
 from .settings import DEFAULT_SIZE, GPU_CONCURRENCY
 from .uploads import Uploads
 
-SOURCE, REGION = "edit source", "edit region"
-#: The region is shown over the photo in this colour, at this opacity.
-REGION_COLOUR, REGION_OPACITY = (236, 72, 153), 0.5
 CHANGE_CHOICES = [(UI_SLOT_NAMES[label], label.replace(" ", "_")) for label in PART_LABELS]
 
 
@@ -51,6 +50,7 @@ class EditPanel:
     gallery: gr.Gallery
     status: gr.Markdown
     bundle: gr.DownloadButton
+    region_tools: RegionTools
 
 
 def build_edit_from_result_button() -> gr.Button:
@@ -64,12 +64,16 @@ def build_edit_panel(from_result: gr.Button) -> EditPanel:
                     "part into its slot above. Everything outside the region stays as it is.")
         with gr.Row(equal_height=False):
             source = gr.Image(label="Photo to edit", type="filepath", elem_id="edit-source", height=300)
-            preview = gr.Image(label="Region to change", type="pil", interactive=False, elem_id="edit-preview",
-                               height=300, format="png")
+            with gr.Column():
+                preview = gr.Image(label="Region to change (click to refine it)", type="pil", interactive=False,
+                                   elem_id="edit-preview", height=300, format="png", buttons=[])
+                click_mode, message, undo_button, reset_button = build_region_clicks()
         change = gr.CheckboxGroup(CHANGE_CHOICES, label="Change", elem_id="edit-change")
+        gr.Markdown(CLICK_HINT, elem_classes=["brush-hint"])
         with gr.Accordion("Region and strength", open=False):
-            region = gr.Image(label="Region (optional: white = change; default: found on the photo)",
-                              type="filepath", elem_id="edit-region", height=200)
+            region = gr.Image(label="Region in use (white = change; empty: found on the photo; clicks and the "
+                              "brush write here)", type="filepath", elem_id="edit-region", height=200, format="png")
+            editor, brush_mode = build_region_brush()
             strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength", elem_id="edit-strength",
                                  info="1 redraws the region from noise; lower keeps more of the old part; 0 keeps it")
         edit_button = gr.Button("Edit", variant="primary", elem_id="edit-button")
@@ -77,32 +81,10 @@ def build_edit_panel(from_result: gr.Button) -> EditPanel:
         gallery = gr.Gallery(label="Edited", columns=2, height=360, object_fit="contain", format="png",
                              elem_id="edit-gallery", interactive=False)
         bundle = gr.DownloadButton("Download edit bundle (.zip)", elem_id="edit-bundle")
-    return EditPanel(source, change, region, strength, preview, edit_button, from_result, gallery, status, bundle)
-
-
-def region_preview(photo: Image.Image, region: Image.Image) -> Image.Image:
-    """The photo with the region tinted, for people to check what will change."""
-    shown = display_size(photo.convert("RGB"))
-    mask = region.convert("L").resize(shown.size, Image.Resampling.NEAREST)
-    tinted = Image.blend(shown, Image.new("RGB", shown.size, REGION_COLOUR), REGION_OPACITY)
-    return Image.composite(tinted, shown, mask)
-
-
-def make_region_preview(service: PreprocessingService):
-    def preview(source=None, change=None, region=None, uploads=None):
-        if not source:
-            return None
-        uploads = Uploads.of(uploads)
-        photo = uploads.image(SOURCE, source, what="photo to edit")
-        if region:
-            return region_preview(photo, uploads.mask(REGION, region, photo.size, what="region").mask)
-        labels = studio_module.changed_labels(change)
-        if not labels:
-            return display_size(photo.convert("RGB"))
-        masks = ServiceAnalysis(service).part_masks(photo.convert("RGB"))
-        return region_preview(photo, region_from_parts(masks, labels, photo.size))
-
-    return preview
+    tools = RegionTools(click_mode, message, gr.State(new_region_state()), undo_button, reset_button, editor,
+                        brush_mode)
+    return EditPanel(source, change, region, strength, preview, edit_button, from_result, gallery, status, bundle,
+                     tools)
 
 
 def make_edit(studio: studio_module.Studio, service: PreprocessingService):
@@ -218,7 +200,7 @@ def first_result(gallery, bundle=None):
 
 
 def wire_edit(page, studio: studio_module.Studio, service: PreprocessingService, form_inputs: list) -> None:
-    """Edit (one at a time on the GPU, API name `/edit`), the region preview, *Edit this result*.
+    """Edit (one at a time on the GPU, API name `/edit`), the region preview and its tools, *Edit this result*.
 
     `form_inputs`: Generate's parts, masks, pose and settings, in `make_edit`'s parameter order."""
     panel = page.edit
@@ -227,9 +209,6 @@ def wire_edit(page, studio: studio_module.Studio, service: PreprocessingService,
     panel.edit_button.click(make_edit(studio, service), inputs, [panel.gallery, panel.bundle, panel.status],
                             api_name="edit", concurrency_limit=GPU_CONCURRENCY, concurrency_id="gpu",
                             show_progress_on=[panel.gallery])
-    preview = friendly_errors(make_region_preview(service))
-    for trigger in (panel.source.change, panel.change.change, panel.region.change):
-        trigger(preview, [panel.source, panel.change, panel.region, page.uploads], panel.preview,
-                api_visibility="private", concurrency_limit=None)
+    wire_region(panel, page.uploads, service)
     panel.from_result.click(friendly_errors(first_result), [page.results.gallery, page.results.bundle],
                             [panel.source, edited_result], api_visibility="private", concurrency_limit=None)
