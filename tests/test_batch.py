@@ -181,7 +181,7 @@ def test_an_interrupted_line_is_made_again(lookbook, local_run, tmp_path, monkey
 # --------------------------------------------------------------------------------------------- Ray engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # shut down before test_serve_ray starts its own local Ray
 def ray_instance():
     try:
         import ray

@@ -39,6 +39,7 @@ def test_edit_endpoint_keeps_the_photo_outside_the_region(photo, tmp_path):
     source, region = photo
     gallery, bundle, status = client.predict(
         source=handle(str(source)), change=["shoes"], shoes=handle(str(example_file("face"))),
+        face=handle(str(example_file("face"))),  # left in its slot from a portrait: not ticked, so not changed
         region=handle(str(region)), strength=1.0, api_name="/edit", **QUICK)
     assert "Edited" in status
     edited = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"), dtype=np.float32)

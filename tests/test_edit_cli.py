@@ -71,6 +71,7 @@ def test_strength_zero_returns_a_landscape_webp_photo_unchanged(tmp_path, capsys
 
 @pytest.mark.parametrize("extra, message", [
     (["--change", "top"], "has no new picture"),
+    (["--change", "shoes", "--shoes", "X", "--face", "X"], "not among the parts to change"),
     (["--change", "sleeves", "--shoes", "X"], "Unknown part label"),
     (["--shoes", "X", "--region", "WHITE"], "nothing would be kept"),
     (["--shoes", "X", "--strength", "2"], "from 0 to 1"),

@@ -166,6 +166,7 @@ def test_no_person_found_through_the_preprocessing_service(no_person_service, so
     ("whole region", "covers 100%"),
     ("no new picture", "has no new picture"),
     ("nothing to change", "Name a part to change"),
+    ("picture not named", "not among the parts to change"),
     ("small source", "too small"),
     ("large source", "megapixels"),
     ("part not found", "No shoes found"),
@@ -178,6 +179,8 @@ def test_bad_input_gets_its_message(source, new_shoes, case, message):
         arguments["region"] = Image.new("RGB", SIZE, (255, 255, 255))  # a 3-channel mask
     elif case == "no new picture":
         arguments["change"] = "shoes, top"
+    elif case == "picture not named":
+        arguments |= dict(change="shoes", new_parts={"shoes": new_shoes, "face": new_shoes})
     elif case == "nothing to change":
         arguments["new_parts"] = {}
     elif case == "small source":

@@ -149,15 +149,7 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
     check_strength(_number(settings.get("strength", 1.0), "Strength"))  # cheap checks before the parser runs
     new_parts = {canonical_label(label): image for label, image in new_parts.items() if image is not None}
     new_masks = {canonical_label(label): mask for label, mask in (new_masks or {}).items() if mask is not None}
-    changed = changed_labels(change) or tuple(label for label in PART_LABELS if label in new_parts)
-    if not changed:
-        raise Parts2WholeInputError("Name a part to change and give its new picture (e.g. --change shoes --shoes new.jpg).")
-    for label in changed:
-        if label not in new_parts:
-            raise Parts2WholeInputError(
-                f"The part to change '{UI_SLOT_NAMES[label]}' has no new picture: add the new "
-                f"{UI_SLOT_NAMES[label].lower()} picture.")
-    changed = tuple(label for label in PART_LABELS if label in changed or label in new_parts)
+    changed = _changed_parts(changed_labels(change), new_parts)
     origin: dict[str, Any] = {}
     source_masks = analysis.part_masks(source) if region is None or result is None else {}
     if result is not None:
@@ -187,6 +179,25 @@ def prepare_edit(analysis: SourceAnalysis, source: Image.Image, *, new_parts: Ma
     ordered = {label: references[label] for label in PART_LABELS if label in references}
     return EditRequest(source=source, changed=changed, references=ordered, masks=masks, structure=pose, region=region,
                        origin=origin, **settings).validated()
+
+
+def _changed_parts(named: tuple[str, ...], new_parts: Mapping[str, Image.Image]) -> tuple[str, ...]:
+    """The parts to change, in label order: those named, or (none named) those given a new picture. Every
+    part named needs a new picture, and a new picture of a part not named is refused (which was meant?)."""
+    changed = named or tuple(label for label in PART_LABELS if label in new_parts)
+    if not changed:
+        raise Parts2WholeInputError("Name a part to change and give its new picture (e.g. --change shoes --shoes new.jpg).")
+    for label in changed:
+        if label not in new_parts:
+            raise Parts2WholeInputError(
+                f"The part to change '{UI_SLOT_NAMES[label]}' has no new picture: add the new "
+                f"{UI_SLOT_NAMES[label].lower()} picture.")
+    for label in new_parts:
+        if label not in changed:
+            raise Parts2WholeInputError(
+                f"A new {UI_SLOT_NAMES[label].lower()} picture is given, but {UI_SLOT_NAMES[label].lower()} is not "
+                f"among the parts to change: add it to them (--change), or leave the picture out.")
+    return tuple(label for label in PART_LABELS if label in changed)
 
 
 def _automatic_region(source_masks, pose: Image.Image, changed: tuple[str, ...], size) -> tuple[Image.Image, str]:

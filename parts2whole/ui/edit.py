@@ -24,6 +24,7 @@ from parts2whole import studio as studio_module
 from parts2whole.core.errors import Parts2WholeInputError
 from parts2whole.core.labels import PART_LABELS, UI_SLOT_NAMES
 from parts2whole.studio import DEFAULT_SCHEDULER
+from parts2whole.studio.edit_request import changed_labels
 from parts2whole.studio.edit_sources import ServiceAnalysis, prepare_edit, result_inputs
 from parts2whole.studio.preprocessing import PreprocessingService
 
@@ -114,7 +115,7 @@ def make_edit(studio: studio_module.Studio, service: PreprocessingService):
             if made_from is not None and edited_result.get("key") != _pixels_key(photo):
                 made_from = None  # another picture than the result whose inputs the session holds
             request = prepare_edit(
-                ServiceAnalysis(service), photo, new_parts=inputs.references, new_masks=inputs.masks,
+                ServiceAnalysis(service), photo, **_ticked_parts(inputs, change),
                 change=change or None, region=uploads.mask(REGION, region, photo.size, what="region").mask if region else None,
                 pose=inputs.structure, prompt=prompt or "", negative_prompt=negative_prompt or "",
                 seed=None if randomize_seed else (0 if seed is None else seed), steps=steps, guidance_scale=guidance,
@@ -133,6 +134,15 @@ def make_edit(studio: studio_module.Studio, service: PreprocessingService):
         return gallery, str(write_edit_bundle(result)), status
 
     return edit
+
+
+def _ticked_parts(inputs, change) -> dict:
+    """The new parts and masks of the ticked parts only: the part slots are shared with Generate, so a
+    slot may still hold a picture of a part the person keeps (none ticked: every filled slot is changed)."""
+    ticked = changed_labels(change)
+    keep = (lambda label: label in ticked) if ticked else (lambda label: True)
+    return {"new_parts": {label: image for label, image in inputs.references.items() if keep(label)},
+            "new_masks": {label: mask for label, mask in inputs.masks.items() if keep(label)}}
 
 
 def write_edit_bundle(result) -> Path:
