@@ -29,8 +29,10 @@ def option_name(label: str) -> str:
     return label.replace(" ", "-")
 
 
-#: Shorter spellings accepted next to the full option names.
-OPTION_ALIASES = {"hair or headwear": ["--hair"], "whole body clothes": ["--dress"]}
+#: Shorter spellings accepted next to the full option names: the aliases `canonical_label` takes (hair, top,
+#: bottom, dress), so `--change top` and `--top shirt.png` name the same part.
+OPTION_ALIASES = {"hair or headwear": ["--hair"], "upper body clothes": ["--top"], "lower body clothes": ["--bottom"],
+                  "whole body clothes": ["--dress"]}
 
 DESCRIPTION = """\
 Generate a full-body portrait of a person from reference images of their parts.
