@@ -10,14 +10,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import Parts2WholeInputError
 from ..core.messages import one_line
+from ..core.weights import FORWARDED_ENV_PREFIXES, forwarded_env  # noqa: F401 - the prefixes are re-exported
 from .manifest import ManifestLine
 from .results import LOAD_FAILED_PREFIX, LineResult
 from .runner import Job, LineRunner
@@ -26,10 +25,6 @@ from .runner import Job, LineRunner
 RAY_RESERVED_CPUS = 1
 RAY_INSTALL_HINT = ('the Ray engine needs Ray: pip install -r requirements-ray.txt '
                     '(or pip install "parts2whole[ray]")')
-#: Environment variables forwarded from the driver to Ray actors (weights folder, device, Hub settings).
-FORWARDED_ENV_PREFIXES = ("P2W_", "HF_")
-#: The folder that holds the `parts2whole` package (this checkout), first on the actors' path.
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def import_ray():
@@ -86,14 +81,6 @@ class RayLineWorker:
         return {"result": [json.dumps(row) for row in rows]}
 
 
-def _forwarded_env() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
-    if "P2W_WEIGHTS_DIR" in env:
-        env["P2W_WEIGHTS_DIR"] = str(Path(env["P2W_WEIGHTS_DIR"]).expanduser().resolve())
-    # this checkout first on the actors' path (a cluster node without it installs parts2whole itself)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
 
 @dataclasses.dataclass
 class ActorLayout:
@@ -124,7 +111,7 @@ def run_ray(job: Job, on_result: Callable[[LineResult], None], *, address: str |
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": _forwarded_env()})
+                 runtime_env={"env_vars": forwarded_env()})
     try:
         layout = actor_layout(ray.cluster_resources(), job.device, workers)
         blocks = ray_blocks(job.groups, layout.actors)
@@ -149,6 +136,6 @@ def _map_lines(ray, job: Job, blocks: list[list[ManifestLine]], actors: int, lay
     results = dataset.map_batches(
         RayLineWorker, fn_constructor_kwargs={"job": job.runner_settings(), "torch_threads": layout.torch_threads},
         batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-        runtime_env={"env_vars": _forwarded_env()}, **layout.remote_args)
+        runtime_env={"env_vars": forwarded_env()}, **layout.remote_args)
     for row in results.iter_rows():
         yield LineResult(**json.loads(row["result"]))

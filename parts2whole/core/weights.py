@@ -37,6 +37,11 @@ XDG_CACHE_ENV = "XDG_CACHE_HOME"
 USER_CACHE_NAME = "parts2whole"
 #: Seconds to wait for the Hub before calling it unreachable (the app must start, not hang).
 HUB_TIMEOUT_S = 10.0
+#: Environment variables a remote worker (a Ray actor or replica) gets from its driver: the weights folder,
+#: device and dtype choices, and the Hub's settings, so it resolves weights as the driver does.
+FORWARDED_ENV_PREFIXES = ("P2W_", "HF_")
+#: The folder that holds the `parts2whole` package (this checkout), first on a remote worker's path.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 _warned_legacy = False
 
@@ -55,6 +60,17 @@ def weights_dir() -> Path:
         return Path(configured).expanduser()
     cache_home = os.environ.get(XDG_CACHE_ENV) or "~/.cache"
     return Path(cache_home).expanduser() / USER_CACHE_NAME
+
+
+def forwarded_env() -> dict[str, str]:
+    """The environment of a remote worker: FORWARDED_ENV_PREFIXES variables (the weights folder made absolute,
+    as a worker may start in another directory) and this checkout first on PYTHONPATH (a cluster node
+    without it installs parts2whole itself)."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
+    if WEIGHTS_DIR_ENV in env:
+        env[WEIGHTS_DIR_ENV] = str(Path(env[WEIGHTS_DIR_ENV]).expanduser().resolve())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
 
 
 def is_unreachable(error: BaseException) -> bool:

@@ -10,13 +10,12 @@ says so); no replica at all, or a full queue, is one ServiceUnavailable line.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from ..core.errors import GenerationCancelled, Parts2WholeInputError
 from ..core.messages import one_line
+from ..core.weights import forwarded_env
 from ..studio import GenerationRequest, ProgressCallback, Studio
 from .affinity import part_set_key
 from .surface import ATTEMPTS, RETRY_NOTE, RemoteStudio, ServiceUnavailable
@@ -28,10 +27,6 @@ RAY_SERVE_INSTALL_HINT = ('--engine ray needs Ray Serve: pip install -r requirem
                           '(or pip install "parts2whole[ray]")')
 #: The Serve application's name on the cluster (one per app; a second app start replaces it).
 APP_NAME = "parts2whole"
-#: Environment variables forwarded to the replicas (weights folder, device, Hub settings).
-FORWARDED_ENV_PREFIXES = ("P2W_", "HF_")
-#: The folder that holds the `parts2whole` package (this checkout), first on the replicas' path.
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 #: Seconds `serve.run` may take to bring the replicas up (each loads a model).
 DEPLOY_TIMEOUT_S = 900
 
@@ -44,14 +39,6 @@ def import_ray_serve():
     except ImportError:
         raise Parts2WholeInputError(RAY_SERVE_INSTALL_HINT) from None
     return ray, serve
-
-
-def forwarded_env() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
-    if "P2W_WEIGHTS_DIR" in env:
-        env["P2W_WEIGHTS_DIR"] = str(Path(env["P2W_WEIGHTS_DIR"]).expanduser().resolve())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    return env
 
 
 def replica_options(resources: dict[str, float], device: str | None, min_replicas: int | None,
