@@ -27,6 +27,8 @@ from .request import (DEFAULT_FUSION_BLOCKS, DEFAULT_GUIDANCE, DEFAULT_HEIGHT, D
 
 #: Context kept around the region and the person in the edited crop (diffusers' `padding_mask_crop`).
 EDIT_CROP_PADDING = 32
+#: The fields an edit shares, by name, with the generation it runs (GenerationRequest's own fields).
+GENERATION_FIELDS = tuple(field.name for field in dataclasses.fields(GenerationRequest) if field.init)
 
 
 def working_size(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int]:
@@ -52,6 +54,15 @@ def changed_labels(change) -> tuple[str, ...]:
                 if label not in labels:
                     labels.append(label)
     return tuple(labels)
+
+
+def check_new_pictures(changed: tuple[str, ...], pictures: Mapping[str, Any]) -> None:
+    """Every part to change needs its new picture (Parts2WholeInputError naming the first without one)."""
+    for label in changed:
+        if pictures.get(label) is None:
+            raise Parts2WholeInputError(
+                f"The part to change '{UI_SLOT_NAMES[label]}' has no new picture: add the new "
+                f"{UI_SLOT_NAMES[label].lower()} picture.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,30 +124,18 @@ class EditRequest:
         changed = changed_labels(self.changed)
         if not changed:
             raise Parts2WholeInputError("Name at least one part to change and give its new picture.")
-        missing = [label for label in changed if self.references.get(label) is None]
-        if missing:
-            raise Parts2WholeInputError(
-                f"The part to change '{UI_SLOT_NAMES[missing[0]]}' has no new picture: add the new "
-                f"{UI_SLOT_NAMES[missing[0]].lower()} picture.")
+        check_new_pictures(changed, self.references)
         if self.region is None:
             raise Parts2WholeInputError("Give the region to change (white = change) or let it be found from the photo.")
         strength = _number(self.strength, "Strength")
         edit = check_edit(source, upright(self.region), strength, EDIT_CROP_PADDING, DEFAULT_FEATHER)
-        generation = GenerationRequest(
-            references=self.references, structure=self.structure, masks=self.masks, prompt=self.prompt,
-            negative_prompt=self.negative_prompt, seed=self.seed, steps=self.steps, guidance_scale=self.guidance_scale,
-            height=self.height, width=self.width, num_images=self.num_images, fusion_blocks=self.fusion_blocks,
-            scheduler=self.scheduler).validated()
+        generation = GenerationRequest(**{name: getattr(self, name) for name in GENERATION_FIELDS}).validated()
         return self._with(generation, edit, changed)
 
     def _with(self, generation: GenerationRequest, edit: CheckedEdit, changed: tuple[str, ...]) -> EditRequest:
-        request = dataclasses.replace(
-            self, source=edit.image, region=edit.region, changed=changed, strength=edit.strength,
-            references=generation.references, masks=generation.masks, structure=generation.structure,
-            prompt=generation.prompt, negative_prompt=generation.negative_prompt, seed=generation.seed,
-            steps=generation.steps, guidance_scale=generation.guidance_scale, height=generation.height,
-            width=generation.width, num_images=generation.num_images, fusion_blocks=generation.fusion_blocks,
-            scheduler=generation.scheduler)
+        request = dataclasses.replace(self, source=edit.image, region=edit.region, changed=changed,
+                                      strength=edit.strength,
+                                      **{name: getattr(generation, name) for name in GENERATION_FIELDS})
         object.__setattr__(request, "_generation", generation)  # frozen: set once, here
         object.__setattr__(request, "_edit", edit)
         return request

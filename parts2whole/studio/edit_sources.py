@@ -34,7 +34,7 @@ from preprocess.parsing import auto_part_masks
 from ..core.errors import Parts2WholeInputError
 from ..core.labels import FACE, HAIR, LOWER, PART_LABELS, SHOES, UI_SLOT_NAMES, UPPER, WHOLE, canonical_label
 from ..model.edit_region import binary_region, check_source, check_strength
-from .edit_request import EditRequest, changed_labels
+from .edit_request import EditRequest, changed_labels, check_new_pictures
 from .masks import upright
 from .request import _number
 
@@ -187,11 +187,7 @@ def _changed_parts(named: tuple[str, ...], new_parts: Mapping[str, Image.Image])
     changed = named or tuple(label for label in PART_LABELS if label in new_parts)
     if not changed:
         raise Parts2WholeInputError("Name a part to change and give its new picture (e.g. --change shoes --shoes new.jpg).")
-    for label in changed:
-        if label not in new_parts:
-            raise Parts2WholeInputError(
-                f"The part to change '{UI_SLOT_NAMES[label]}' has no new picture: add the new "
-                f"{UI_SLOT_NAMES[label].lower()} picture.")
+    check_new_pictures(changed, new_parts)
     for label in new_parts:
         if label not in changed:
             raise Parts2WholeInputError(
