@@ -22,6 +22,7 @@ from PIL import Image
 
 from app_fixtures import REPO_ROOT, WEIGHTS_DIR, app_env, example_file
 from bad_files import bad_file_bytes, odd_file_bytes, write_files
+from test_studio import FakeEncoding
 from parts2whole import studio as studio_module
 from parts2whole.cli import EXIT_BAD_INPUT, main as cli_main
 from parts2whole.core.errors import GenerationCancelled, GenerationOutOfMemory, Parts2WholeInputError
@@ -187,7 +188,7 @@ class _FailingOncePipeline:
         self.error = error
 
     def encode_checked(self, references, height, width, fusion_blocks):
-        return {"tokens": torch.zeros(1, 4)}
+        return FakeEncoding(torch.zeros(len(references.images), 4), tuple(references.labels))
 
     def generate_checked(self, request, *, callback_on_step_end, **kwargs):
         if self.error is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from types import SimpleNamespace
@@ -22,6 +23,22 @@ from parts2whole.studio import (
 FAKE_WEIGHTS = ResolvedWeights(path="fake-checkpoint", name="fake")
 
 
+@dataclasses.dataclass
+class FakeEncoding:
+    """Stands in for ReferenceEncoding: one row per reference, split and combined like it (so the studio's
+    per-reference cache treats it as the real thing)."""
+
+    tensor: torch.Tensor
+    labels: tuple[str, ...]
+
+    def split(self) -> list["FakeEncoding"]:
+        return [FakeEncoding(self.tensor[index:index + 1].clone(), (label,)) for index, label in enumerate(self.labels)]
+
+    @classmethod
+    def combine(cls, parts: list["FakeEncoding"]) -> "FakeEncoding":
+        return cls(torch.cat([part.tensor for part in parts]), tuple(label for part in parts for label in part.labels))
+
+
 class FakePipeline:
     """Stands in for Parts2WholePipeline: counts reference encodings, runs the step callbacks."""
 
@@ -37,7 +54,7 @@ class FakePipeline:
 
     def encode_checked(self, references, height, width, fusion_blocks):
         self.encode_calls += 1
-        return SimpleNamespace(tensor=torch.zeros(len(references.images), 8), labels=references.labels)
+        return FakeEncoding(torch.zeros(len(references.images), 8), tuple(references.labels))
 
     def generate_checked(self, request, *, reference_encoding, callback_on_step_end, **kwargs):
         assert request.settings.output_type == "latent" and reference_encoding is not None

@@ -130,26 +130,15 @@ def _set_key(part_keys) -> str:
 def encode_with_cache(cache: ReferenceCache, model_identity: str, pipe, references: CheckedReferences, height: int,
                       width: int, fusion_blocks: str) -> tuple[Any, tuple[str, ...]]:
     """(the encoding of `references`, the labels encoded now): cached references are reused, the others are
-    encoded in one `pipe.encode_checked` call and cached one by one.
-
-    An encoding without `split` (a stand-in pipeline's) is cached whole, under the set's key."""
+    encoded in one `pipe.encode_checked` call and cached one by one (`ReferenceEncoding.split`/`combine`)."""
     keys = {label: part_key(model_identity, height, width, fusion_blocks, label, image, references.masks.get(label))
             for label, image in references.images.items()}
-    set_key = _set_key(keys.values())
-    whole = cache.get(set_key)
-    if whole is not None:
-        return whole, ()
     found = {label: cache.get(key) for label, key in keys.items()}
     missing = tuple(label for label, entry in found.items() if entry is None)
     if missing:
         subset = CheckedReferences({label: references.images[label] for label in missing},
                                    {label: references.masks[label] for label in missing if label in references.masks})
         encoded = pipe.encode_checked(subset, height, width, fusion_blocks)
-        if not hasattr(encoded, "split"):  # cannot be cut per reference: the whole set, under its key
-            if len(missing) < len(keys):
-                encoded, missing = pipe.encode_checked(references, height, width, fusion_blocks), tuple(keys)
-            cache.put(set_key, encoded)
-            return encoded, missing
         for label, single in zip(missing, encoded.split()):
             cache.put(keys[label], single)
             found[label] = single
